@@ -1,0 +1,163 @@
+// Byte codecs for map keys and values. A struct codec lays fields out in order and refuses
+// misaligned fields, because the C side declares explicit padding: the layouts then match
+// byte for byte, which a test checks against the object's BTF.
+
+export interface Codec<T> {
+  readonly size: number;
+  readonly align: number;
+  encode(value: T, buf: Buffer, offset: number): void;
+  decode(buf: Buffer, offset: number): T;
+}
+
+export type CodecValue<C> = C extends Codec<infer T> ? T : never;
+
+export interface PadCodec extends Codec<undefined> {
+  readonly pad: true;
+}
+
+export const u8: Codec<number> = {
+  size: 1,
+  align: 1,
+  encode: (v, b, o) => void b.writeUInt8(v, o),
+  decode: (b, o) => b.readUInt8(o),
+};
+export const u16: Codec<number> = {
+  size: 2,
+  align: 2,
+  encode: (v, b, o) => void b.writeUInt16LE(v, o),
+  decode: (b, o) => b.readUInt16LE(o),
+};
+export const u32: Codec<number> = {
+  size: 4,
+  align: 4,
+  encode: (v, b, o) => void b.writeUInt32LE(v >>> 0, o),
+  decode: (b, o) => b.readUInt32LE(o),
+};
+export const i32: Codec<number> = {
+  size: 4,
+  align: 4,
+  encode: (v, b, o) => void b.writeInt32LE(v, o),
+  decode: (b, o) => b.readInt32LE(o),
+};
+export const u64: Codec<bigint> = {
+  size: 8,
+  align: 8,
+  encode: (v, b, o) => void b.writeBigUInt64LE(v, o),
+  decode: (b, o) => b.readBigUInt64LE(o),
+};
+/** A u64 that userspace treats as a JS number (counters, nanosecond times below 2^53). */
+export const u64n: Codec<number> = {
+  size: 8,
+  align: 8,
+  encode: (v, b, o) => {
+    b.writeUInt32LE(v % 0x100000000, o);
+    b.writeUInt32LE(Math.floor(v / 0x100000000), o + 4);
+  },
+  decode: (b, o) => b.readUInt32LE(o) + b.readUInt32LE(o + 4) * 0x100000000,
+};
+/** Network byte order 16-bit (ports), host number in JS. */
+export const be16: Codec<number> = {
+  size: 2,
+  align: 2,
+  encode: (v, b, o) => void b.writeUInt16BE(v, o),
+  decode: (b, o) => b.readUInt16BE(o),
+};
+export const be32: Codec<number> = {
+  size: 4,
+  align: 4,
+  encode: (v, b, o) => void b.writeUInt32BE(v >>> 0, o),
+  decode: (b, o) => b.readUInt32BE(o),
+};
+
+/** An IPv4 address in network byte order, dotted quad in JS. */
+export const ipv4: Codec<string> = {
+  size: 4,
+  align: 4,
+  encode: (v, b, o) => {
+    const parts = v.split('.');
+    if (parts.length !== 4) throw new TypeError(`not an IPv4 address: ${v}`);
+    for (let i = 0; i < 4; i++) {
+      const n = Number(parts[i]);
+      if (!Number.isInteger(n) || n < 0 || n > 255) throw new TypeError(`not an IPv4 address: ${v}`);
+      b[o + i] = n;
+    }
+  },
+  decode: (b, o) => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`,
+};
+
+export function pad(size: number): PadCodec {
+  return { size, align: 1, pad: true, encode: (_v, b, o) => void b.fill(0, o, o + size), decode: () => undefined };
+}
+
+export function bytes(size: number): Codec<Buffer> {
+  return {
+    size,
+    align: 1,
+    encode: (v, b, o) => {
+      b.fill(0, o, o + size);
+      v.copy(b, o, 0, Math.min(size, v.length));
+    },
+    decode: (b, o) => Buffer.from(b.subarray(o, o + size)),
+  };
+}
+
+export function array<T>(item: Codec<T>, n: number): Codec<T[]> {
+  return {
+    size: item.size * n,
+    align: item.align,
+    encode: (v, b, o) => {
+      for (let i = 0; i < n; i++) item.encode(v[i], b, o + i * item.size);
+    },
+    decode: (b, o) => Array.from({ length: n }, (_, i) => item.decode(b, o + i * item.size)),
+  };
+}
+
+type Fields = Record<string, Codec<unknown>>;
+type NonPadKeys<F extends Fields> = { [K in keyof F]: F[K] extends PadCodec ? never : K }[keyof F];
+export type StructValue<F extends Fields> = { [K in NonPadKeys<F>]: CodecValue<F[K]> };
+
+export interface StructCodec<F extends Fields> extends Codec<StructValue<F>> {
+  readonly fields: { name: string; offset: number; size: number; pad: boolean }[];
+}
+
+export function struct<F extends Fields>(name: string, fields: F): StructCodec<F> {
+  const layout: { name: string; offset: number; size: number; pad: boolean; codec: Codec<unknown> }[] = [];
+  let offset = 0;
+  let align = 1;
+  for (const [fname, codec] of Object.entries(fields)) {
+    if (offset % codec.align !== 0) {
+      throw new TypeError(`${name}.${fname}: offset ${offset} is not ${codec.align}-aligned; add explicit padding`);
+    }
+    layout.push({ name: fname, offset, size: codec.size, pad: 'pad' in codec, codec });
+    offset += codec.size;
+    align = Math.max(align, codec.align);
+  }
+  if (offset % align !== 0) throw new TypeError(`${name}: size ${offset} is not a multiple of ${align}; add tail padding`);
+  const live = layout.filter((f) => !f.pad);
+  const pads = layout.filter((f) => f.pad);
+  return {
+    size: offset,
+    align,
+    fields: layout.map(({ name: n, offset: o, size, pad: p }) => ({ name: n, offset: o, size, pad: p })),
+    encode(v, b, o) {
+      const rec = v as Record<string, unknown>;
+      for (const f of live) {
+        const fv = rec[f.name];
+        if (fv === undefined) throw new TypeError(`${name}.${f.name} is missing`);
+        f.codec.encode(fv, b, o + f.offset);
+      }
+      for (const f of pads) b.fill(0, o + f.offset, o + f.offset + f.size);
+    },
+    decode(b, o) {
+      const out: Record<string, unknown> = {};
+      for (const f of live) out[f.name] = f.codec.decode(b, o + f.offset);
+      return out as StructValue<F>;
+    },
+  };
+}
+
+export function encode<T>(codec: Codec<T>, value: T): Buffer {
+  const b = Buffer.alloc(codec.size);
+  codec.encode(value, b, 0);
+  return b;
+}

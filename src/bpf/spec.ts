@@ -1,0 +1,233 @@
+// Parsing a clang BPF object into a machine-independent spec: programs, BTF-defined maps and
+// global data. Nothing here touches the kernel (spec, then object).
+import { readFileSync } from 'node:fs';
+import { Btf, BtfKind } from './btf.js';
+import { ElfFile, SHT_NOBITS, SHT_PROGBITS, STT_FUNC, STT_OBJECT, STT_SECTION, type ElfSection } from './elf.js';
+import { AttachType, MapType, ProgType } from './syscall.js';
+
+export class SpecError extends Error {
+  readonly code = 'ESPEC';
+}
+
+export interface MapSpec {
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  /** libbpf's convention: 1 = pin by name under the collection's pin root. */
+  pinning: number;
+}
+
+export interface DataVariable {
+  offset: number;
+  size: number;
+}
+
+/** A global data section (.rodata, .data, .bss) that becomes a one-element array map. */
+export interface DataSectionSpec {
+  name: string;
+  data: Buffer;
+  readonly: boolean;
+  variables: Map<string, DataVariable>;
+}
+
+export type RelocationTarget =
+  | { kind: 'map'; map: string }
+  | { kind: 'data'; section: string; offset: number };
+
+export interface InsnRelocation {
+  /** Instruction index within the program. */
+  insn: number;
+  target: RelocationTarget;
+}
+
+export interface ProgramSpec {
+  name: string;
+  section: string;
+  type: number;
+  expectedAttachType: number;
+  insns: Buffer;
+  relocations: InsnRelocation[];
+  license: string;
+}
+
+export interface ObjectSpec {
+  source: string;
+  programs: Map<string, ProgramSpec>;
+  maps: Map<string, MapSpec>;
+  data: Map<string, DataSectionSpec>;
+  btf: Btf | undefined;
+}
+
+const INSN = 8;
+const LD_IMM64 = 0x18;
+const CALL = 0x85;
+
+/** Program type and expected attach type from the section name, as libbpf names sections. */
+export function programTypeFor(section: string): { type: number; attach: number } | undefined {
+  const rules: [RegExp, number, number][] = [
+    [/^(tc|tcx|classifier)(\/.*)?$/, ProgType.SCHED_CLS, 0],
+    [/^xdp(\/.*)?$/, ProgType.XDP, AttachType.XDP],
+    [/^cgroup\/connect4$/, ProgType.CGROUP_SOCK_ADDR, AttachType.CGROUP_INET4_CONNECT],
+    [/^cgroup\/sendmsg4$/, ProgType.CGROUP_SOCK_ADDR, AttachType.CGROUP_UDP4_SENDMSG],
+    [/^cgroup\/recvmsg4$/, ProgType.CGROUP_SOCK_ADDR, AttachType.CGROUP_UDP4_RECVMSG],
+    [/^cgroup\/getpeername4$/, ProgType.CGROUP_SOCK_ADDR, AttachType.CGROUP_INET4_GETPEERNAME],
+    [/^cgroup_skb\/ingress$/, ProgType.CGROUP_SKB, AttachType.CGROUP_INET_INGRESS],
+    [/^cgroup_skb\/egress$/, ProgType.CGROUP_SKB, AttachType.CGROUP_INET_EGRESS],
+    [/^socket(\/.*)?$/, ProgType.SOCKET_FILTER, 0],
+  ];
+  for (const [re, type, attach] of rules) if (re.test(section)) return { type, attach };
+  return undefined;
+}
+
+const isDataSection = (name: string): boolean => /^\.(rodata|data|bss)(\..*)?$/.test(name);
+
+function readMaps(elf: ElfFile, btf: Btf | undefined, source: string): Map<string, MapSpec> {
+  const maps = new Map<string, MapSpec>();
+  const sec = elf.section('.maps');
+  if (!sec) return maps;
+  if (!btf) throw new SpecError(`${source}: has a .maps section but no .BTF to describe it`);
+  const datasec = btf.byName('.maps', BtfKind.DATASEC);
+  if (!datasec?.datasec) throw new SpecError(`${source}: .BTF has no DATASEC for .maps`);
+  for (const v of datasec.datasec) {
+    const variable = btf.type(v.type);
+    const name = variable.name;
+    const def = btf.resolve(variable.sizeOrType);
+    if (def.kind !== BtfKind.STRUCT || !def.members) throw new SpecError(`${source}: map ${name} is not a struct`);
+    const spec: MapSpec = { name, type: 0, keySize: 0, valueSize: 0, maxEntries: 0, flags: 0, pinning: 0 };
+    for (const m of def.members) {
+      // __uint(x, N) is `int (*x)[N]`; __type(x, T) is `T *x`.
+      const ptr = btf.resolve(m.type);
+      const pointee = ptr.kind === BtfKind.PTR ? btf.resolve(ptr.sizeOrType) : undefined;
+      const uintValue = (): number => {
+        if (!pointee || pointee.kind !== BtfKind.ARRAY) {
+          throw new SpecError(`${source}: map ${name} field ${m.name} is not declared with __uint`);
+        }
+        return pointee.array!.nelems;
+      };
+      switch (m.name) {
+        case 'type':
+          spec.type = uintValue();
+          break;
+        case 'max_entries':
+          spec.maxEntries = uintValue();
+          break;
+        case 'map_flags':
+          spec.flags = uintValue();
+          break;
+        case 'pinning':
+          spec.pinning = uintValue();
+          break;
+        case 'key_size':
+          spec.keySize = uintValue();
+          break;
+        case 'value_size':
+          spec.valueSize = uintValue();
+          break;
+        case 'key':
+          spec.keySize = btf.sizeOf(ptr.sizeOrType);
+          break;
+        case 'value':
+          spec.valueSize = btf.sizeOf(ptr.sizeOrType);
+          break;
+        default:
+          throw new SpecError(`${source}: map ${name}: unsupported map attribute "${m.name}"`);
+      }
+    }
+    if (spec.type === MapType.PROG_ARRAY && spec.valueSize === 0) spec.valueSize = 4;
+    if (spec.type === 0) throw new SpecError(`${source}: map ${name} has no type`);
+    maps.set(name, spec);
+  }
+  return maps;
+}
+
+function readData(elf: ElfFile): Map<string, DataSectionSpec> {
+  const out = new Map<string, DataSectionSpec>();
+  for (const s of elf.sections) {
+    if (!isDataSection(s.name) || (s.type !== SHT_PROGBITS && s.type !== SHT_NOBITS) || s.size === 0) continue;
+    const variables = new Map<string, DataVariable>();
+    for (const sym of elf.symbolsIn(s.index, STT_OBJECT)) variables.set(sym.name, { offset: sym.value, size: sym.size });
+    out.set(s.name, {
+      name: s.name,
+      data: Buffer.from(s.data),
+      readonly: s.name.startsWith('.rodata'),
+      variables,
+    });
+  }
+  return out;
+}
+
+function readPrograms(
+  elf: ElfFile,
+  sec: ElfSection,
+  license: string,
+  maps: Map<string, MapSpec>,
+  data: Map<string, DataSectionSpec>,
+  source: string,
+): ProgramSpec[] {
+  const kind = programTypeFor(sec.name);
+  if (!kind) return [];
+  const funcs = elf.symbolsIn(sec.index, STT_FUNC).filter((s) => s.size > 0);
+  const relocs = elf.relocationsFor(sec.index);
+  return funcs.map((fn) => {
+    const insns = Buffer.from(sec.data.subarray(fn.value, fn.value + fn.size));
+    const relocations: InsnRelocation[] = [];
+    for (const r of relocs) {
+      if (r.offset < fn.value || r.offset >= fn.value + fn.size) continue;
+      const off = r.offset - fn.value;
+      const insn = off / INSN;
+      const opcode = insns[off];
+      const target = elf.sections[r.symbol.sectionIndex];
+      const where = `${source}: program ${fn.name} insn ${insn}`;
+      if (opcode === CALL) {
+        throw new SpecError(
+          `${where}: calls ${r.symbol.name || target?.name}, which is not inlined; ` +
+            'make helpers `static __always_inline`',
+        );
+      }
+      if (opcode !== LD_IMM64) throw new SpecError(`${where}: relocation on opcode 0x${opcode.toString(16)}`);
+      if (target?.name === '.maps') {
+        if (!maps.has(r.symbol.name)) throw new SpecError(`${where}: unknown map ${r.symbol.name}`);
+        relocations.push({ insn, target: { kind: 'map', map: r.symbol.name } });
+      } else if (target && data.has(target.name)) {
+        // A section symbol carries the offset in the instruction; a variable symbol in st_value.
+        const base = r.symbol.type === STT_SECTION ? 0 : r.symbol.value;
+        const offset = base + insns.readInt32LE(off + 4);
+        relocations.push({ insn, target: { kind: 'data', section: target.name, offset } });
+      } else {
+        throw new SpecError(`${where}: relocation against ${r.symbol.name} in unsupported section ${target?.name}`);
+      }
+    }
+    return {
+      name: fn.name,
+      section: sec.name,
+      type: kind.type,
+      expectedAttachType: kind.attach,
+      insns,
+      relocations,
+      license,
+    };
+  });
+}
+
+export function parseObject(buf: Buffer, source = 'object'): ObjectSpec {
+  const elf = new ElfFile(buf, source);
+  const btfSec = elf.section('.BTF');
+  const btf = btfSec ? new Btf(btfSec.data) : undefined;
+  const licSec = elf.section('license');
+  const license = licSec ? licSec.data.toString('latin1').replace(/\0.*$/s, '') : 'GPL';
+  const maps = readMaps(elf, btf, source);
+  const data = readData(elf);
+  const programs = new Map<string, ProgramSpec>();
+  for (const sec of elf.sections) {
+    if (sec.type !== SHT_PROGBITS || (sec.flags & 0x4n) === 0n) continue; // SHF_EXECINSTR
+    for (const p of readPrograms(elf, sec, license, maps, data, source)) programs.set(p.name, p);
+  }
+  return { source, programs, maps, data, btf };
+}
+
+export function loadObjectFile(path: string): ObjectSpec {
+  return parseObject(readFileSync(path), path);
+}
