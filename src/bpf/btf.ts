@@ -47,7 +47,13 @@ export class BtfError extends Error {
   readonly code = 'EBTF';
 }
 
-const MODIFIERS = new Set<number>([BtfKind.TYPEDEF, BtfKind.VOLATILE, BtfKind.CONST, BtfKind.RESTRICT, BtfKind.TYPE_TAG]);
+const MODIFIERS = new Set<number>([
+  BtfKind.TYPEDEF,
+  BtfKind.VOLATILE,
+  BtfKind.CONST,
+  BtfKind.RESTRICT,
+  BtfKind.TYPE_TAG,
+]);
 
 export class Btf {
   /** Index = type id; id 0 is void. */
@@ -120,7 +126,11 @@ export class Btf {
         case BtfKind.DATASEC:
           t.datasec = [];
           for (let i = 0; i < vlen; i++, o += 12) {
-            t.datasec.push({ type: buf.readUInt32LE(o), offset: buf.readUInt32LE(o + 4), size: buf.readUInt32LE(o + 8) });
+            t.datasec.push({
+              type: buf.readUInt32LE(o),
+              offset: buf.readUInt32LE(o + 4),
+              size: buf.readUInt32LE(o + 8),
+            });
           }
           break;
         default:

@@ -132,7 +132,8 @@ export function struct<F extends Fields>(name: string, fields: F): StructCodec<F
     offset += codec.size;
     align = Math.max(align, codec.align);
   }
-  if (offset % align !== 0) throw new TypeError(`${name}: size ${offset} is not a multiple of ${align}; add tail padding`);
+  if (offset % align !== 0)
+    throw new TypeError(`${name}: size ${offset} is not a multiple of ${align}; add tail padding`);
   const live = layout.filter((f) => !f.pad);
   const pads = layout.filter((f) => f.pad);
   return {

@@ -30,11 +30,21 @@ const PSEUDO_MAP_VALUE = 2;
 
 function writeConstant(section: DataSectionSpec, name: string, value: ConstantValue, source: string): void {
   const v = section.variables.get(name);
-  if (!v) throw new BpfError('ENOENT', { op: 'set constant', object: name, message: `${source} has no global "${name}" in ${section.name}` });
+  if (!v)
+    throw new BpfError('ENOENT', {
+      op: 'set constant',
+      object: name,
+      message: `${source} has no global "${name}" in ${section.name}`,
+    });
   const buf = section.data;
   if (Buffer.isBuffer(value) || typeof value === 'string') {
     const b = Buffer.isBuffer(value) ? value : Buffer.from(value + '\0');
-    if (b.length > v.size) throw new BpfError('E2BIG', { op: 'set constant', object: name, message: `${b.length} bytes do not fit in ${v.size}` });
+    if (b.length > v.size)
+      throw new BpfError('E2BIG', {
+        op: 'set constant',
+        object: name,
+        message: `${b.length} bytes do not fit in ${v.size}`,
+      });
     buf.fill(0, v.offset, v.offset + v.size);
     b.copy(buf, v.offset);
     return;
@@ -54,7 +64,11 @@ function writeConstant(section: DataSectionSpec, name: string, value: ConstantVa
       buf.writeBigUInt64LE(BigInt.asUintN(64, n), v.offset);
       break;
     default:
-      throw new BpfError('EINVAL', { op: 'set constant', object: name, message: `a number cannot be written to a ${v.size}-byte global` });
+      throw new BpfError('EINVAL', {
+        op: 'set constant',
+        object: name,
+        message: `a number cannot be written to a ${v.size}-byte global`,
+      });
   }
 }
 
@@ -118,12 +132,25 @@ export class Collection {
       }
       for (const k of Object.keys(opts.constants ?? {})) {
         if (![...spec.data.values()].some((d) => d.variables.has(k))) {
-          throw new BpfError('ENOENT', { op: 'set constant', object: k, message: `${spec.source} has no global "${k}"` });
+          throw new BpfError('ENOENT', {
+            op: 'set constant',
+            object: k,
+            message: `${spec.source} has no global "${k}"`,
+          });
         }
       }
       for (const [name, ps] of spec.programs) {
         if (opts.programs && !opts.programs.includes(name)) continue;
-        programs.set(name, Program.load({ name, type: ps.type, insns: relocate(ps, maps), license: ps.license, expectedAttachType: ps.expectedAttachType }));
+        programs.set(
+          name,
+          Program.load({
+            name,
+            type: ps.type,
+            insns: relocate(ps, maps),
+            license: ps.license,
+            expectedAttachType: ps.expectedAttachType,
+          }),
+        );
       }
     } catch (err) {
       for (const p of programs.values()) p.close();
@@ -135,13 +162,23 @@ export class Collection {
 
   program(name: string): Program {
     const p = this.programs.get(name);
-    if (!p) throw new BpfError('ENOENT', { op: 'find program', object: name, message: `${this.spec.source} has no program "${name}"` });
+    if (!p)
+      throw new BpfError('ENOENT', {
+        op: 'find program',
+        object: name,
+        message: `${this.spec.source} has no program "${name}"`,
+      });
     return p;
   }
 
   map(name: string): BpfMap {
     const m = this.maps.get(name);
-    if (!m) throw new BpfError('ENOENT', { op: 'find map', object: name, message: `${this.spec.source} has no map "${name}"` });
+    if (!m)
+      throw new BpfError('ENOENT', {
+        op: 'find map',
+        object: name,
+        message: `${this.spec.source} has no map "${name}"`,
+      });
     return m;
   }
 

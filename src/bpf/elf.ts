@@ -60,8 +60,15 @@ export class ElfFile {
     const shentsize = buf.readUInt16LE(0x3a);
     const shnum = buf.readUInt16LE(0x3c);
     const shstrndx = buf.readUInt16LE(0x3e);
-    const raw: { nameOff: number; type: number; flags: bigint; off: number; size: number; link: number; info: number }[] =
-      [];
+    const raw: {
+      nameOff: number;
+      type: number;
+      flags: bigint;
+      off: number;
+      size: number;
+      link: number;
+      info: number;
+    }[] = [];
     for (let i = 0; i < shnum; i++) {
       const o = shoff + i * shentsize;
       raw.push({
@@ -83,7 +90,16 @@ export class ElfFile {
     raw.forEach((s, index) => {
       const name = strAt(shstr.off, s.nameOff);
       const data = s.type === SHT_NOBITS ? Buffer.alloc(s.size) : buf.subarray(s.off, s.off + s.size);
-      const sec: ElfSection = { index, name, type: s.type, flags: s.flags, data, size: s.size, link: s.link, info: s.info };
+      const sec: ElfSection = {
+        index,
+        name,
+        type: s.type,
+        flags: s.flags,
+        data,
+        size: s.size,
+        link: s.link,
+        info: s.info,
+      };
       this.sections.push(sec);
       this.byName.set(name, sec);
     });

@@ -62,6 +62,8 @@ export class BpfMap {
   readonly scratchKey: Buffer;
   readonly scratchValue: Buffer;
   private readonly elemAttr: Buffer;
+  /** DELETE_ELEM requires every field after `key` to be zero, so it has an attribute of its own. */
+  private readonly deleteAttr: Buffer;
   private readonly nextKeyOut: Buffer;
 
   constructor(
@@ -77,6 +79,9 @@ export class BpfMap {
     this.elemAttr.writeUInt32LE(fd, 0);
     writePtr(this.elemAttr, 8, this.scratchKey);
     writePtr(this.elemAttr, 16, this.scratchValue);
+    this.deleteAttr = newAttr();
+    this.deleteAttr.writeUInt32LE(fd, 0);
+    writePtr(this.deleteAttr, 8, this.scratchKey);
   }
 
   get name(): string {
@@ -125,11 +130,13 @@ export class BpfMap {
     const got = BpfMap.infoOf(fd, name);
     if (expected) {
       const diffs: string[] = [];
-      if (got.type !== expected.type) diffs.push(`type ${mapTypeNames[got.type] ?? got.type} != ${mapTypeNames[expected.type] ?? expected.type}`);
+      if (got.type !== expected.type)
+        diffs.push(`type ${mapTypeNames[got.type] ?? got.type} != ${mapTypeNames[expected.type] ?? expected.type}`);
       if (got.keySize !== expected.keySize) diffs.push(`key size ${got.keySize} != ${expected.keySize}`);
       if (got.valueSize !== expected.valueSize) diffs.push(`value size ${got.valueSize} != ${expected.valueSize}`);
       if (got.maxEntries !== expected.maxEntries) diffs.push(`max entries ${got.maxEntries} != ${expected.maxEntries}`);
-      if ((got.flags & ~0x80) !== ((expected.flags ?? 0) & ~0x80)) diffs.push(`flags ${got.flags} != ${expected.flags ?? 0}`);
+      if ((got.flags & ~0x80) !== ((expected.flags ?? 0) & ~0x80))
+        diffs.push(`flags ${got.flags} != ${expected.flags ?? 0}`);
       if (diffs.length > 0) {
         closeFd(fd);
         if (onMismatch === 'replace') {
@@ -185,7 +192,7 @@ export class BpfMap {
   }
 
   deleteScratch(): boolean {
-    const r = bpfRaw(Cmd.MAP_DELETE_ELEM, this.elemAttr);
+    const r = bpfRaw(Cmd.MAP_DELETE_ELEM, this.deleteAttr);
     if (r === -ENOENT) return false;
     if (r < 0) throw BpfError.fromErrno(-r, 'BPF_MAP_DELETE_ELEM', this.name);
     return true;
@@ -239,10 +246,18 @@ export class BpfMap {
 
   private checkSizes(key: Buffer, value?: Buffer): void {
     if (key.length !== this.def.keySize) {
-      throw new BpfError('ESCHEMA', { op: 'encode key', object: this.name, message: `key is ${key.length} bytes, map has ${this.def.keySize}` });
+      throw new BpfError('ESCHEMA', {
+        op: 'encode key',
+        object: this.name,
+        message: `key is ${key.length} bytes, map has ${this.def.keySize}`,
+      });
     }
     if (value && value.length !== this.userValueSize) {
-      throw new BpfError('ESCHEMA', { op: 'encode value', object: this.name, message: `value is ${value.length} bytes, map has ${this.userValueSize}` });
+      throw new BpfError('ESCHEMA', {
+        op: 'encode value',
+        object: this.name,
+        message: `value is ${value.length} bytes, map has ${this.userValueSize}`,
+      });
     }
   }
 
@@ -266,7 +281,12 @@ export class BpfMap {
       if (r === -EINVAL && done > 0) throw BpfError.fromErrno(-r, 'BPF_MAP_UPDATE_BATCH', this.name);
       return this.updateLoop(keys, values, count, elemFlags);
     }
-    throw BpfError.fromErrno(-r, 'BPF_MAP_UPDATE_BATCH', this.name, `${errnoName(-r)} after ${attr.readUInt32LE(32)} of ${count} elements`);
+    throw BpfError.fromErrno(
+      -r,
+      'BPF_MAP_UPDATE_BATCH',
+      this.name,
+      `${errnoName(-r)} after ${attr.readUInt32LE(32)} of ${count} elements`,
+    );
   }
 
   private updateLoop(keys: Buffer, values: Buffer, count: number, flags: number): number {
@@ -316,7 +336,6 @@ export class BpfMap {
     const batchSize = Math.max(ks, 4);
     let inBatch: Buffer | null = null;
     const outBatch = Buffer.alloc(batchSize);
-    let batched = true;
     for (;;) {
       const attr = newAttr();
       writePtr(attr, 0, inBatch);
@@ -329,8 +348,8 @@ export class BpfMap {
       const n = attr.readUInt32LE(32);
       if (r < 0 && r !== -ENOENT) {
         if (inBatch === null && (r === -ENOTSUPP || r === -EOPNOTSUPP || r === -EINVAL)) {
-          batched = false;
-          break;
+          yield* this.entriesByKey();
+          return;
         }
         throw BpfError.fromErrno(-r, 'BPF_MAP_LOOKUP_BATCH', this.name);
       }
@@ -340,17 +359,22 @@ export class BpfMap {
       if (r === -ENOENT) return;
       inBatch = Buffer.from(outBatch);
     }
-    if (!batched) {
-      for (const k of this.keys()) {
-        const v = this.lookup(k);
-        if (v) yield [k, v];
-      }
+  }
+
+  private *entriesByKey(): Generator<[Buffer, Buffer]> {
+    for (const k of this.keys()) {
+      const v = this.lookup(k);
+      if (v) yield [k, v];
     }
   }
 
   /** Removes every element (array maps cannot delete; they are zeroed instead). */
   clear(): void {
-    if (this.def.type === MapType.ARRAY || this.def.type === MapType.PERCPU_ARRAY || this.def.type === MapType.PROG_ARRAY) {
+    if (
+      this.def.type === MapType.ARRAY ||
+      this.def.type === MapType.PERCPU_ARRAY ||
+      this.def.type === MapType.PROG_ARRAY
+    ) {
       const zero = Buffer.alloc(this.userValueSize);
       for (let i = 0; i < this.def.maxEntries; i++) {
         this.scratchKey.writeUInt32LE(i, 0);
@@ -372,4 +396,3 @@ export class BpfMap {
     (this as { fd: number }).fd = -1;
   }
 }
-

@@ -33,9 +33,7 @@ export interface DataSectionSpec {
   variables: Map<string, DataVariable>;
 }
 
-export type RelocationTarget =
-  | { kind: 'map'; map: string }
-  | { kind: 'data'; section: string; offset: number };
+export type RelocationTarget = { kind: 'map'; map: string } | { kind: 'data'; section: string; offset: number };
 
 export interface InsnRelocation {
   /** Instruction index within the program. */
@@ -148,7 +146,8 @@ function readData(elf: ElfFile): Map<string, DataSectionSpec> {
   for (const s of elf.sections) {
     if (!isDataSection(s.name) || (s.type !== SHT_PROGBITS && s.type !== SHT_NOBITS) || s.size === 0) continue;
     const variables = new Map<string, DataVariable>();
-    for (const sym of elf.symbolsIn(s.index, STT_OBJECT)) variables.set(sym.name, { offset: sym.value, size: sym.size });
+    for (const sym of elf.symbolsIn(s.index, STT_OBJECT))
+      variables.set(sym.name, { offset: sym.value, size: sym.size });
     out.set(s.name, {
       name: s.name,
       data: Buffer.from(s.data),

@@ -16,7 +16,8 @@ export class TypedMap<K, V> {
     this.slot = Math.ceil(map.def.valueSize / 8) * 8;
     const problems: string[] = [];
     if (key.size !== map.def.keySize) problems.push(`key codec is ${key.size} bytes, map key is ${map.def.keySize}`);
-    if (value.size !== map.def.valueSize) problems.push(`value codec is ${value.size} bytes, map value is ${map.def.valueSize}`);
+    if (value.size !== map.def.valueSize)
+      problems.push(`value codec is ${value.size} bytes, map value is ${map.def.valueSize}`);
     if (problems.length) {
       throw new BpfError('ESCHEMA', { op: 'bind codec', object: map.name, message: problems.join('; ') });
     }
