@@ -3,7 +3,11 @@
 import type { Btf } from './btf.js';
 
 /** Differences between the codec and the C struct; empty when they match byte for byte. */
-export function compareWithBtf(btf: Btf, cName: string, codec: { size: number; fields: readonly { name: string; offset: number; size: number }[] }): string[] {
+export function compareWithBtf(
+  btf: Btf,
+  cName: string,
+  codec: { size: number; fields: readonly { name: string; offset: number; size: number }[] },
+): string[] {
   const layout = btf.structLayout(cName);
   const out: string[] = [];
   if (layout.size !== codec.size) out.push(`struct ${cName}: C size ${layout.size}, codec size ${codec.size}`);

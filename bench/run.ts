@@ -1,0 +1,36 @@
+// `npm run bench`: runs the benchmarks, prints a summary and writes JSON to bench/results/.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { packageRoot } from '../src/paths.js';
+import { benchMapUpdates } from './map-updates.js';
+
+const quick = process.argv.includes('--quick');
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+console.log(`sluice bench (${quick ? 'quick' : 'full'}) on ${os.release()}, ${os.cpus().length} CPUs`);
+console.log('map updates from TypeScript (hash map, 8-byte keys, 16-byte values)...');
+const mapUpdates = benchMapUpdates(quick ? 20_000 : 100_000, quick ? 3 : 7);
+console.log(
+  `  single update, one syscall each: ${fmt(mapUpdates.singlePerSec.median)}/s ` +
+    `(min ${fmt(mapUpdates.singlePerSec.min)}, max ${fmt(mapUpdates.singlePerSec.max)})`,
+);
+console.log(
+  `  batch update (4096 per call):     ${fmt(mapUpdates.batchPerSec.median)}/s ` +
+    `(min ${fmt(mapUpdates.batchPerSec.min)}, max ${fmt(mapUpdates.batchPerSec.max)})`,
+);
+console.log(`  batch / single: ${mapUpdates.batchOverSingle.toFixed(2)}x`);
+if (mapUpdates.c) {
+  console.log(
+    `  plain C in the same run: single ${fmt(mapUpdates.c.singlePerSec)}/s, batch ${fmt(mapUpdates.c.batchPerSec)}/s; ` +
+      `TypeScript reaches ${(mapUpdates.singleOverC! * 100).toFixed(0)}% (single) and ` +
+      `${(mapUpdates.batchOverC! * 100).toFixed(0)}% (batch) of C`,
+  );
+}
+
+const result = { date: new Date().toISOString(), kernel: os.release(), cpus: os.cpus().length, quick, mapUpdates };
+const dir = path.join(packageRoot, 'bench', 'results');
+mkdirSync(dir, { recursive: true });
+const file = path.join(dir, `bench-${quick ? 'quick' : 'full'}.json`);
+writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+console.log(`results: ${path.relative(process.cwd(), file)}`);
