@@ -8,7 +8,12 @@ import { bpfObjectPath } from '../../src/paths.js';
 import { countersKey, countersValue, COUNTERS_MAP } from '../../src/datapath/counters.js';
 
 const schemas = [
-  { object: 'tc_count', map: COUNTERS_MAP, key: ['sl_counters_key', countersKey], value: ['sl_counters', countersValue] },
+  {
+    object: 'tc_count',
+    map: COUNTERS_MAP,
+    key: ['sl_counters_key', countersKey],
+    value: ['sl_counters', countersValue],
+  },
 ] as const;
 
 for (const s of schemas) {
