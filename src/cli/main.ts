@@ -1,0 +1,98 @@
+// The `sluice` command (bin/sluice.js imports this module, which runs the command line).
+// Errors reach the user as `sluice: <message>` and exit code 1; SLUICE_DEBUG=1 adds the stack.
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import { BpfError } from '../bpf/errors.js';
+import { DEFAULT_BPFFS_ROOT, packageRoot } from '../paths.js';
+import { countersCommand, featuresCommand } from './bpf-commands.js';
+import { demoDown, runDemo } from './demo.js';
+import { CliError, outputFormats, stdio, type OutputFormat } from './output.js';
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+const outputOption = (): Option =>
+  new Option('-o, --output <format>', 'output format').choices(outputFormats as string[]).default('table');
+
+export function buildProgram(): Command {
+  const version = packageVersion();
+  const program = new Command('sluice')
+    .description('Sluice: an eBPF dataplane for Kubernetes')
+    .version(version, '-V, --version', 'print the version')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({
+      outputError: (str, write) => write(`sluice: ${str.replace(/^error: /, '')}`),
+    });
+
+  program
+    .command('demo')
+    .description(
+      'count real ICMP, TCP and UDP traffic between two network namespaces with the tc and XDP counting programs',
+    )
+    .option('--keep', 'leave the namespaces and programs attached afterwards (remove with --down)')
+    .option('--legacy-tc', 'attach tc programs with a clsact qdisc and bpf filters instead of tcx links')
+    .option('--down', 'remove what `sluice demo --keep` left behind')
+    .action(async (opts: { keep?: boolean; legacyTc?: boolean; down?: boolean }) => {
+      if (opts.down) {
+        if (opts.keep || opts.legacyTc) throw new CliError('--down takes no other options');
+        await demoDown();
+        return;
+      }
+      await runDemo({ keep: opts.keep, legacyTc: opts.legacyTc });
+    });
+
+  const bpf = program.command('bpf').description('inspect the kernel side: features and maps');
+  bpf
+    .command('features')
+    .description('probe the BPF features the datapath uses; exit code 1 if a required one is missing')
+    .addOption(outputOption())
+    .action((opts: { output: OutputFormat }) => featuresCommand(opts));
+  bpf
+    .command('counters')
+    .description('print the per-interface, per-hook packet counters from the pinned sl_counters_v1 map')
+    .option('--pin-root <dir>', 'bpffs directory the datapath pins its maps in', DEFAULT_BPFFS_ROOT)
+    .addOption(outputOption())
+    .action((opts: { pinRoot: string; output: OutputFormat }) => countersCommand(opts));
+
+  program
+    .command('version')
+    .description('print the version')
+    .action(() => {
+      stdio.out(
+        `sluice ${version} (node ${process.version}, kernel ${os.release()}, ${process.platform}/${process.arch})`,
+      );
+    });
+
+  return program;
+}
+
+function report(err: unknown): void {
+  const debug = process.env.SLUICE_DEBUG === '1';
+  let message: string;
+  if (err instanceof CliError || err instanceof BpfError) message = err.message;
+  else if (err instanceof Error) message = err.message;
+  else message = String(err);
+  stdio.err(`sluice: ${message}`);
+  if (err instanceof BpfError && err.log && debug) stdio.err(err.log);
+  if (debug && err instanceof Error && err.stack) stdio.err(err.stack);
+}
+
+export async function main(argv: string[] = process.argv): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (err) {
+    report(err);
+    return err instanceof CliError ? err.exitCode : 1;
+  }
+}
+
+process.exitCode = await main();
