@@ -12,6 +12,9 @@
 #include <bpf/bpf_endian.h>
 
 #define SL_INLINE static __always_inline
+/* A BPF-to-BPF call: its own stack frame, so the 512-byte limit applies per call chain rather
+ * than to everything inlined into one function. At most five arguments. */
+#define SL_SUBPROG static __attribute__((noinline))
 
 #ifndef LIBBPF_PIN_BY_NAME
 #define LIBBPF_PIN_BY_NAME 1

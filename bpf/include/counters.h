@@ -44,6 +44,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_counters_v1 SEC(".maps");
 
+static const struct sl_counters sl_zero_counters = {};
+
 /* The counters of one interface and hook, created on first use. */
 SL_INLINE struct sl_counters *sl_counters_get(__u32 ifindex, __u32 hook)
 {
@@ -51,8 +53,8 @@ SL_INLINE struct sl_counters *sl_counters_get(__u32 ifindex, __u32 hook)
 	struct sl_counters *c = bpf_map_lookup_elem(&sl_counters_v1, &k);
 	if (c)
 		return c;
-	struct sl_counters zero = {};
-	bpf_map_update_elem(&sl_counters_v1, &k, &zero, BPF_NOEXIST);
+	/* The zero value lives in .rodata: 128 bytes are too many for the 512-byte stack. */
+	bpf_map_update_elem(&sl_counters_v1, &k, &sl_zero_counters, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&sl_counters_v1, &k);
 }
 

@@ -194,6 +194,7 @@ function relocate(ps: ProgramSpec, maps: Map<string, BpfMap>): Buffer {
   for (const r of ps.relocations) {
     const o = r.insn * 8;
     const regs = insns[o + 1] & 0x0f;
+    if (r.target.kind === 'call') continue; // resolved in the spec
     if (r.target.kind === 'map') {
       insns[o + 1] = regs | (PSEUDO_MAP_FD << 4);
       insns.writeInt32LE(maps.get(r.target.map)!.fd, o + 4);

@@ -33,7 +33,10 @@ export interface DataSectionSpec {
   variables: Map<string, DataVariable>;
 }
 
-export type RelocationTarget = { kind: 'map'; map: string } | { kind: 'data'; section: string; offset: number };
+export type RelocationTarget =
+  | { kind: 'map'; map: string }
+  | { kind: 'data'; section: string; offset: number }
+  | { kind: 'call'; textInsn: number };
 
 export interface InsnRelocation {
   /** Instruction index within the program. */
@@ -158,46 +161,147 @@ function readData(elf: ElfFile): Map<string, DataSectionSpec> {
   return out;
 }
 
+/** A static function in .text: a BPF-to-BPF call target. Offsets in instructions. */
+interface TextFunction {
+  name: string;
+  start: number;
+  length: number;
+}
+
+interface TextSection {
+  insns: Buffer;
+  functions: TextFunction[];
+  relocations: InsnRelocation[];
+}
+
+const isPseudoCall = (insns: Buffer, i: number): boolean => insns[i * INSN] === CALL && insns[i * INSN + 1] >> 4 === 1;
+
+function resolveRelocations(
+  elf: ElfFile,
+  sec: ElfSection,
+  from: number,
+  insns: Buffer,
+  maps: Map<string, MapSpec>,
+  data: Map<string, DataSectionSpec>,
+  where: string,
+  relocations: InsnRelocation[],
+): boolean {
+  let usesText = false;
+  for (const r of elf.relocationsFor(sec.index)) {
+    if (r.offset < from || r.offset >= from + insns.length) continue;
+    const off = r.offset - from;
+    const insn = off / INSN;
+    const opcode = insns[off];
+    const target = elf.sections[r.symbol.sectionIndex];
+    const at = `${where} insn ${insn}`;
+    if (opcode === CALL) {
+      if (target?.name !== '.text') throw new SpecError(`${at}: call into unsupported section ${target?.name}`);
+      // A section symbol carries the callee in the immediate (imm + 1 instructions in); a
+      // function symbol in its value with imm = -1. One formula covers both.
+      const callee = r.symbol.value / INSN + insns.readInt32LE(off + 4) + 1;
+      relocations.push({ insn, target: { kind: 'call', textInsn: callee } });
+      usesText = true;
+    } else if (opcode !== LD_IMM64) {
+      throw new SpecError(`${at}: relocation on opcode 0x${opcode.toString(16)}`);
+    } else if (target?.name === '.maps') {
+      if (!maps.has(r.symbol.name)) throw new SpecError(`${at}: unknown map ${r.symbol.name}`);
+      relocations.push({ insn, target: { kind: 'map', map: r.symbol.name } });
+    } else if (target && data.has(target.name)) {
+      // A section symbol carries the offset in the instruction; a variable symbol in st_value.
+      const base = r.symbol.type === STT_SECTION ? 0 : r.symbol.value;
+      const offset = base + insns.readInt32LE(off + 4);
+      relocations.push({ insn, target: { kind: 'data', section: target.name, offset } });
+    } else {
+      throw new SpecError(`${at}: relocation against ${r.symbol.name} in unsupported section ${target?.name}`);
+    }
+  }
+  return usesText;
+}
+
+function readText(elf: ElfFile, maps: Map<string, MapSpec>, data: Map<string, DataSectionSpec>, source: string): TextSection | undefined {
+  const sec = elf.section('.text');
+  if (!sec || sec.size === 0) return undefined;
+  const insns = Buffer.from(sec.data);
+  const relocations: InsnRelocation[] = [];
+  resolveRelocations(elf, sec, 0, insns, maps, data, `${source}: .text`, relocations);
+  if (relocations.some((r) => r.target.kind === 'call')) {
+    throw new SpecError(`${source}: .text calls across sections are not supported`);
+  }
+  const functions = elf
+    .symbolsIn(sec.index, STT_FUNC)
+    .map((f) => ({ name: f.name, start: f.value / INSN, length: f.size / INSN }))
+    .sort((a, b) => a.start - b.start);
+  return { insns, functions, relocations };
+}
+
+/**
+ * Appends the .text functions a program calls, directly or through each other, and rewrites
+ * every call to its new relative offset. Only reachable functions are copied: the verifier
+ * refuses unreachable instructions.
+ */
+function linkSubprograms(prog: Buffer, relocations: InsnRelocation[], text: TextSection, where: string): Buffer {
+  const fnAt = (insn: number): TextFunction => {
+    const f = text.functions.find((fn) => insn >= fn.start && insn < fn.start + fn.length);
+    if (!f || f.start !== insn) throw new SpecError(`${where}: call to .text instruction ${insn}, not a function start`);
+    return f;
+  };
+  const order: TextFunction[] = [];
+  const queue = relocations.flatMap((r) => (r.target.kind === 'call' ? [fnAt(r.target.textInsn)] : []));
+  while (queue.length > 0) {
+    const f = queue.shift()!;
+    if (order.includes(f)) continue;
+    order.push(f);
+    for (let i = f.start; i < f.start + f.length; i++) {
+      if (isPseudoCall(text.insns, i)) queue.push(fnAt(i + text.insns.readInt32LE(i * INSN + 4) + 1));
+    }
+  }
+  const base = prog.length / INSN;
+  const newStart = new Map<TextFunction, number>();
+  let next = base;
+  for (const f of order) {
+    newStart.set(f, next);
+    next += f.length;
+  }
+  const out = Buffer.concat([prog, ...order.map((f) => text.insns.subarray(f.start * INSN, (f.start + f.length) * INSN))]);
+  for (const r of relocations) {
+    if (r.target.kind !== 'call') continue;
+    out.writeInt32LE(newStart.get(fnAt(r.target.textInsn))! - (r.insn + 1), r.insn * INSN + 4);
+  }
+  for (const f of order) {
+    const at = newStart.get(f)!;
+    for (let i = 0; i < f.length; i++) {
+      const src = f.start + i;
+      if (isPseudoCall(text.insns, src)) {
+        const callee = fnAt(src + text.insns.readInt32LE(src * INSN + 4) + 1);
+        out.writeInt32LE(newStart.get(callee)! - (at + i + 1), (at + i) * INSN + 4);
+      }
+    }
+    for (const r of text.relocations) {
+      if (r.insn >= f.start && r.insn < f.start + f.length) relocations.push({ insn: at + r.insn - f.start, target: r.target });
+    }
+  }
+  return out;
+}
+
 function readPrograms(
   elf: ElfFile,
   sec: ElfSection,
   license: string,
   maps: Map<string, MapSpec>,
   data: Map<string, DataSectionSpec>,
+  text: TextSection | undefined,
   source: string,
 ): ProgramSpec[] {
   const kind = programTypeFor(sec.name);
   if (!kind) return [];
   const funcs = elf.symbolsIn(sec.index, STT_FUNC).filter((s) => s.size > 0);
-  const relocs = elf.relocationsFor(sec.index);
   return funcs.map((fn) => {
-    const insns = Buffer.from(sec.data.subarray(fn.value, fn.value + fn.size));
+    let insns: Buffer = Buffer.from(sec.data.subarray(fn.value, fn.value + fn.size));
     const relocations: InsnRelocation[] = [];
-    for (const r of relocs) {
-      if (r.offset < fn.value || r.offset >= fn.value + fn.size) continue;
-      const off = r.offset - fn.value;
-      const insn = off / INSN;
-      const opcode = insns[off];
-      const target = elf.sections[r.symbol.sectionIndex];
-      const where = `${source}: program ${fn.name} insn ${insn}`;
-      if (opcode === CALL) {
-        throw new SpecError(
-          `${where}: calls ${r.symbol.name || target?.name}, which is not inlined; ` +
-            'make helpers `static __always_inline`',
-        );
-      }
-      if (opcode !== LD_IMM64) throw new SpecError(`${where}: relocation on opcode 0x${opcode.toString(16)}`);
-      if (target?.name === '.maps') {
-        if (!maps.has(r.symbol.name)) throw new SpecError(`${where}: unknown map ${r.symbol.name}`);
-        relocations.push({ insn, target: { kind: 'map', map: r.symbol.name } });
-      } else if (target && data.has(target.name)) {
-        // A section symbol carries the offset in the instruction; a variable symbol in st_value.
-        const base = r.symbol.type === STT_SECTION ? 0 : r.symbol.value;
-        const offset = base + insns.readInt32LE(off + 4);
-        relocations.push({ insn, target: { kind: 'data', section: target.name, offset } });
-      } else {
-        throw new SpecError(`${where}: relocation against ${r.symbol.name} in unsupported section ${target?.name}`);
-      }
+    const where = `${source}: program ${fn.name}`;
+    if (resolveRelocations(elf, sec, fn.value, insns, maps, data, where, relocations)) {
+      if (!text) throw new SpecError(`${where}: calls into .text, which is empty`);
+      insns = linkSubprograms(insns, relocations, text, where);
     }
     return {
       name: fn.name,
@@ -205,7 +309,7 @@ function readPrograms(
       type: kind.type,
       expectedAttachType: kind.attach,
       insns,
-      relocations,
+      relocations: relocations.filter((r) => r.target.kind !== 'call'),
       license,
     };
   });
@@ -220,9 +324,10 @@ export function parseObject(buf: Buffer, source = 'object'): ObjectSpec {
   const maps = readMaps(elf, btf, source);
   const data = readData(elf);
   const programs = new Map<string, ProgramSpec>();
+  const text = readText(elf, maps, data, source);
   for (const sec of elf.sections) {
     if (sec.type !== SHT_PROGBITS || (sec.flags & 0x4n) === 0n) continue; // SHF_EXECINSTR
-    for (const p of readPrograms(elf, sec, license, maps, data, source)) programs.set(p.name, p);
+    for (const p of readPrograms(elf, sec, license, maps, data, text, source)) programs.set(p.name, p);
   }
   return { source, programs, maps, data, btf };
 }

@@ -1,0 +1,136 @@
+/* Conntrack (sl_ct_v1): one entry per direction-independent 5-tuple. A NAT flow has two: the
+ * NAT_FWD entry on the client<->frontend tuple holds the chosen backend, the NAT_REV entry on the
+ * client<->backend tuple holds the frontend to restore on replies. Userspace expires entries
+ * from created/last_seen and the TCP flags seen, per protocol (BPFConntrackTimeouts). */
+#pragma once
+#include "common.h"
+
+enum sl_ct_type {
+	SL_CT_NORMAL = 0,
+	SL_CT_NAT_FWD = 1,
+	SL_CT_NAT_REV = 2,
+};
+
+enum sl_ct_flags {
+	SL_CT_F_FWD_TUNNEL = 1 << 0,   /* ingress node: packets go to tun_ip in the tunnel */
+	SL_CT_F_FROM_TUNNEL = 1 << 1,  /* backend node: the flow arrived through tun_ip's tunnel */
+	SL_CT_F_REPLY_TUNNEL = 1 << 2, /* backend node: replies return through tun_ip (Tunnel mode) */
+	SL_CT_F_DSR = 1 << 3,          /* backend node: replies go straight to the client */
+	SL_CT_F_EXTERNAL = 1 << 4,     /* entered the cluster from outside */
+};
+
+enum sl_tcp_seen {
+	SL_TCP_SYN = 1 << 0,
+	SL_TCP_ACK = 1 << 1,
+	SL_TCP_FIN = 1 << 2,
+	SL_TCP_RST = 1 << 3,
+};
+
+struct sl_ct_key {
+	__u32 addr_a; /* the lower (address, port) pair */
+	__u32 addr_b;
+	__u16 port_a;
+	__u16 port_b;
+	__u8 proto;
+	__u8 pad[3];
+};
+SL_ASSERT_SIZE(struct sl_ct_key, 16);
+
+struct sl_ct {
+	__u64 created_ns;
+	__u64 last_seen_ns;
+	__u8 type;
+	__u8 flags;
+	__u8 tcp_a; /* sl_tcp_seen bits sent by side a */
+	__u8 tcp_b;
+	__u8 opener_is_b; /* the side that sent the first packet */
+	__u8 pad[3];
+	__u32 tun_ip;   /* tunnel peer (node IP) */
+	__u32 nat_addr; /* NAT_FWD: backend; NAT_REV: frontend */
+	__u16 nat_port;
+	__u16 pad2;
+	__u32 pad3;
+};
+SL_ASSERT_SIZE(struct sl_ct, 40);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sl_ct_key);
+	__type(value, struct sl_ct);
+	__uint(max_entries, 512 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_ct_v1 SEC(".maps");
+
+struct sl_tuple {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+};
+
+/* Builds the normalised key; returns 1 when the packet's source is side b. */
+SL_INLINE int sl_ct_key_of(const struct sl_tuple *t, struct sl_ct_key *k)
+{
+	__u32 s = bpf_ntohl(t->saddr), d = bpf_ntohl(t->daddr);
+	int src_is_b = s > d || (s == d && bpf_ntohs(t->sport) > bpf_ntohs(t->dport));
+	__builtin_memset(k, 0, sizeof(*k));
+	k->proto = t->proto;
+	if (src_is_b) {
+		k->addr_a = t->daddr;
+		k->port_a = t->dport;
+		k->addr_b = t->saddr;
+		k->port_b = t->sport;
+	} else {
+		k->addr_a = t->saddr;
+		k->port_a = t->sport;
+		k->addr_b = t->daddr;
+		k->port_b = t->dport;
+	}
+	return src_is_b;
+}
+
+SL_INLINE void sl_ct_touch(struct sl_ct *ct, int src_is_b, __u8 tcp_seen)
+{
+	ct->last_seen_ns = bpf_ktime_get_ns();
+	if (tcp_seen) {
+		if (src_is_b)
+			ct->tcp_b |= tcp_seen;
+		else
+			ct->tcp_a |= tcp_seen;
+	}
+}
+
+/* What a new conntrack entry holds besides its tuple. */
+struct sl_ct_new {
+	__u8 type;
+	__u8 flags;
+	__u8 tcp_seen;
+	__u8 pad;
+	__u32 tun_ip;
+	__u32 nat_addr;
+	__u16 nat_port;
+	__u16 pad2;
+};
+
+SL_SUBPROG int sl_ct_create(const struct sl_tuple *t, const struct sl_ct_new *n)
+{
+	struct sl_ct_key k;
+	int src_is_b = sl_ct_key_of(t, &k);
+	__u64 now = bpf_ktime_get_ns();
+	struct sl_ct v = {
+		.created_ns = now,
+		.last_seen_ns = now,
+		.type = n->type,
+		.flags = n->flags,
+		.opener_is_b = src_is_b,
+		.tun_ip = n->tun_ip,
+		.nat_addr = n->nat_addr,
+		.nat_port = n->nat_port,
+	};
+	if (src_is_b)
+		v.tcp_b = n->tcp_seen;
+	else
+		v.tcp_a = n->tcp_seen;
+	return bpf_map_update_elem(&sl_ct_v1, &k, &v, BPF_ANY);
+}

@@ -1,0 +1,171 @@
+/* Reading and rewriting IPv4 packets from tc programs. Reads go through bpf_skb_load_bytes
+ * so non-linear packets are handled; writes use the checksum helpers so every rewrite leaves
+ * IP and L4 checksums correct (UDP's "no checksum" 0 stays 0). */
+#pragma once
+#include "common.h"
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <stddef.h>
+
+/* linux/icmp.h drags in libc's socket headers, which do not build for BPF; the few ICMP
+ * definitions needed are here. */
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__u16 checksum;
+	union {
+		struct {
+			__u16 id;
+			__u16 sequence;
+		} echo;
+		__u32 gateway;
+		struct {
+			__u16 unused;
+			__u16 mtu;
+		} frag;
+	} un;
+};
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+#define ICMP_PORT_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+
+#define SL_IP_OFF ETH_HLEN
+#define SL_IP_SADDR_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
+#define SL_IP_DADDR_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
+#define SL_IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
+
+struct sl_pkt {
+	struct iphdr ip;
+	__u32 l4_off;
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport; /* network byte order; ICMP echo: the identifier */
+	__u16 dport;
+	__u8 proto;
+	__u8 tcp_seen; /* sl_tcp_seen bits of this TCP segment */
+	__u8 frag;     /* 1 = non-first fragment: no L4 header */
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 has_ports;
+};
+
+enum sl_parse_result {
+	SL_PARSE_OK = 0,
+	SL_PARSE_NOT_IPV4 = 1,
+	SL_PARSE_MALFORMED = 2,
+};
+
+SL_INLINE int sl_parse(struct __sk_buff *skb, struct sl_pkt *p)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return SL_PARSE_NOT_IPV4;
+	if (bpf_skb_load_bytes(skb, SL_IP_OFF, &p->ip, sizeof(p->ip)))
+		return SL_PARSE_MALFORMED;
+	if (p->ip.version != 4 || p->ip.ihl < 5)
+		return SL_PARSE_MALFORMED;
+	p->l4_off = ETH_HLEN + p->ip.ihl * 4;
+	p->saddr = p->ip.saddr;
+	p->daddr = p->ip.daddr;
+	p->proto = p->ip.protocol;
+	p->frag = (p->ip.frag_off & bpf_htons(0x1fff)) != 0;
+	p->sport = 0;
+	p->dport = 0;
+	p->tcp_seen = 0;
+	p->has_ports = 0;
+	p->icmp_type = 0;
+	p->icmp_code = 0;
+	if (p->frag)
+		return SL_PARSE_OK;
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr th;
+		if (bpf_skb_load_bytes(skb, p->l4_off, &th, sizeof(th)))
+			return SL_PARSE_MALFORMED;
+		p->sport = th.source;
+		p->dport = th.dest;
+		p->has_ports = 1;
+		p->tcp_seen = (th.syn ? 1 : 0) | (th.ack ? 2 : 0) | (th.fin ? 4 : 0) | (th.rst ? 8 : 0);
+	} else if (p->proto == IPPROTO_UDP) {
+		struct udphdr uh;
+		if (bpf_skb_load_bytes(skb, p->l4_off, &uh, sizeof(uh)))
+			return SL_PARSE_MALFORMED;
+		p->sport = uh.source;
+		p->dport = uh.dest;
+		p->has_ports = 1;
+	} else if (p->proto == IPPROTO_ICMP) {
+		struct icmphdr ih;
+		if (bpf_skb_load_bytes(skb, p->l4_off, &ih, sizeof(ih)))
+			return SL_PARSE_MALFORMED;
+		p->icmp_type = ih.type;
+		p->icmp_code = ih.code;
+		if (ih.type == ICMP_ECHO || ih.type == ICMP_ECHOREPLY) {
+			p->sport = ih.un.echo.id;
+			p->dport = ih.un.echo.id;
+		}
+	}
+	return SL_PARSE_OK;
+}
+
+SL_INLINE __u32 sl_l4_csum_off(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check);
+}
+
+/* Rewrites the source (is_src) or destination address and port of a TCP or UDP packet. */
+SL_INLINE int sl_rewrite(struct __sk_buff *skb, struct sl_pkt *p, int is_src, __u32 new_addr, __u16 new_port)
+{
+	__u32 old_addr = is_src ? p->saddr : p->daddr;
+	__u16 old_port = is_src ? p->sport : p->dport;
+	__u32 addr_off = is_src ? SL_IP_SADDR_OFF : SL_IP_DADDR_OFF;
+	int l4 = p->has_ports && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP);
+	__u64 mangled = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__u32 csum_off = p->l4_off + sl_l4_csum_off(p->proto);
+
+	if (l4 && old_addr != new_addr &&
+	    bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr, BPF_F_PSEUDO_HDR | mangled | sizeof(new_addr)))
+		return -1;
+	if (l4 && old_port != new_port) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | sizeof(new_port)))
+			return -1;
+		if (bpf_skb_store_bytes(skb, p->l4_off + (is_src ? 0 : 2), &new_port, sizeof(new_port), 0))
+			return -1;
+	}
+	if (old_addr != new_addr) {
+		if (bpf_l3_csum_replace(skb, SL_IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)))
+			return -1;
+		if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0))
+			return -1;
+	}
+	if (is_src) {
+		p->saddr = new_addr;
+		p->sport = l4 ? new_port : p->sport;
+	} else {
+		p->daddr = new_addr;
+		p->dport = l4 ? new_port : p->dport;
+	}
+	return 0;
+}
+
+/* One's-complement checksum of a 20-byte IPv4 header held on the stack. */
+SL_INLINE __u16 sl_ip_csum(struct iphdr *ip)
+{
+	__u32 sum = 0;
+	__u16 *w = (__u16 *)ip;
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+SL_INLINE __u16 sl_fold(__s64 csum)
+{
+	__u32 sum = (__u32)csum;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}

@@ -1,0 +1,289 @@
+/* The Service datapath: tc programs for workload (pod) interfaces and host data interfaces.
+ *
+ *   sl_from_wep  ingress of a pod's host-side veth (packets from the pod)
+ *   sl_to_wep    egress of a pod's host-side veth (packets to the pod)
+ *   sl_from_hep  ingress of a host data interface (packets from the underlay)
+ *   sl_to_hep    egress of a host data interface
+ *
+ * A flow's first packet looks up the Service frontend, picks a backend and records the flow
+ * in conntrack; later packets only consult conntrack. NodePort traffic whose backend is on
+ * another node goes there inside Sluice's VXLAN tunnel with the client's address intact. */
+#include "common.h"
+#include "config.h"
+#include "counters.h"
+#include "packet.h"
+#include "routes.h"
+#include "nat.h"
+#include "conntrack.h"
+#include "vxlan.h"
+#include "icmp.h"
+#include "forward.h"
+
+enum sl_role {
+	SL_FROM_WEP = 0,
+	SL_TO_WEP = 1,
+	SL_FROM_HEP = 2,
+	SL_TO_HEP = 3,
+};
+
+/* What one packet's processing carries between the program and its sub-programs. */
+struct sl_ctx {
+	struct sl_pkt p;
+	struct sl_tuple t;
+	struct sl_nat_fe fe;
+	struct sl_counters *c;
+	__u32 role;
+	__u32 from_tunnel; /* decapsulated from Sluice's tunnel */
+	__u32 tun_src;     /* the tunnel's sender (a node IP) */
+};
+
+/* Counter hook ids: tc ingress/egress per role, as in counters.h. */
+SL_INLINE __u32 sl_hook_of(int role)
+{
+	return role == SL_FROM_WEP || role == SL_FROM_HEP ? SL_HOOK_TC_INGRESS : SL_HOOK_TC_EGRESS;
+}
+
+SL_INLINE int sl_drop(struct sl_counters *c, enum sl_counter why)
+{
+	sl_count(c, why);
+	return TC_ACT_SHOT;
+}
+
+/* Rejects a connection to a Service with no backend, as kube-proxy does: ICMP port unreachable
+ * from the address the client used, sent back out of the interface the packet came in on. */
+SL_INLINE int sl_reject(struct __sk_buff *skb, struct sl_ctx *x)
+{
+	sl_count(x->c, SL_CNT_DROP_NO_BACKEND);
+	if (sl_icmp_reply(skb, &x->p, SL_ICMP_WHAT(ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0), x->p.daddr))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* Sends the packet to another node inside the tunnel. */
+SL_SUBPROG int sl_to_tunnel(struct __sk_buff *skb, struct sl_ctx *x, __u32 node_ip)
+{
+	if (bpf_ntohs(x->p.ip.tot_len) > sl_tunnel_mtu && (x->p.ip.frag_off & bpf_htons(0x4000))) {
+		/* Too big for the tunnel and not to be fragmented: tell the client the path MTU. */
+		sl_count(x->c, SL_CNT_DROP_OTHER);
+		if (sl_icmp_reply(skb, &x->p, SL_ICMP_WHAT(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, sl_tunnel_mtu), sl_host_ip))
+			return TC_ACT_SHOT;
+		return bpf_redirect(skb->ifindex, 0);
+	}
+	if (sl_vxlan_encap(skb, node_ip, bpf_ntohs(x->p.sport) ^ bpf_ntohs(x->p.dport)))
+		return sl_drop(x->c, SL_CNT_DROP_OTHER);
+	sl_count(x->c, SL_CNT_NAT);
+	return sl_forward(skb, NULL, sl_host_ip, node_ip, 0);
+}
+
+/* A new flow to a frontend (x->fe): pick a backend and record the flow. */
+SL_SUBPROG int sl_new_nat_flow(struct __sk_buff *skb, struct sl_ctx *x)
+{
+	int external = x->role == SL_FROM_HEP;
+	if (x->fe.flags & SL_FE_SRC_DENIED)
+		return sl_drop(x->c, SL_CNT_DROP_POLICY);
+	if (x->fe.count == 0)
+		return sl_reject(skb, x);
+
+	__u32 n = x->fe.count;
+	/* Only local backends: traffic another node forwarded to us (it chose this node), external
+	 * traffic under externalTrafficPolicy Local, pod traffic under internalTrafficPolicy Local. */
+	if (x->from_tunnel || (external && (x->fe.flags & SL_FE_EXT_LOCAL)) || (!external && (x->fe.flags & SL_FE_INT_LOCAL)))
+		n = x->fe.local_count;
+	struct sl_nat_be be;
+	if (sl_pick_backend(&x->fe, n, x->p.saddr, &be))
+		return sl_drop(x->c, SL_CNT_DROP_NO_BACKEND);
+
+	struct sl_ct_new ct = { .type = SL_CT_NAT_FWD, .tcp_seen = x->p.tcp_seen };
+	struct sl_route *rt = sl_route_lookup(be.addr);
+	if (external && !x->from_tunnel && rt && (rt->flags & SL_RT_REMOTE_WL)) {
+		/* NodePort/LoadBalancer with the backend elsewhere: its node does the NAT. */
+		ct.flags = SL_CT_F_FWD_TUNNEL | SL_CT_F_EXTERNAL;
+		ct.tun_ip = rt->next_hop;
+		sl_ct_create(&x->t, &ct);
+		return sl_to_tunnel(skb, x, ct.tun_ip);
+	}
+
+	if (x->from_tunnel)
+		ct.flags = SL_CT_F_FROM_TUNNEL | (sl_dsr ? SL_CT_F_DSR : SL_CT_F_REPLY_TUNNEL);
+	if (external)
+		ct.flags |= SL_CT_F_EXTERNAL;
+	ct.tun_ip = x->tun_src;
+	ct.nat_addr = be.addr;
+	ct.nat_port = be.port;
+	if (sl_ct_create(&x->t, &ct))
+		return sl_drop(x->c, SL_CNT_DROP_OTHER);
+	struct sl_tuple rev = { .saddr = x->t.saddr, .daddr = be.addr, .sport = x->t.sport, .dport = be.port, .proto = x->t.proto };
+	ct.type = SL_CT_NAT_REV;
+	ct.nat_addr = x->t.daddr;
+	ct.nat_port = x->t.dport;
+	if (sl_ct_create(&rev, &ct))
+		return sl_drop(x->c, SL_CNT_DROP_OTHER);
+	if (sl_rewrite(skb, &x->p, 0, be.addr, be.port))
+		return sl_drop(x->c, SL_CNT_DROP_OTHER);
+	sl_count(x->c, SL_CNT_NAT);
+	return sl_forward(skb, &x->p, x->p.saddr, x->p.daddr, 1);
+}
+
+/* Frontend lookup: the exact address first, then the NodePort wildcard when the destination is
+ * a node address (this node's, or any node's for traffic another node forwarded to us). */
+SL_INLINE struct sl_nat_fe *sl_frontend(struct sl_ctx *x)
+{
+	struct sl_nat_fe *fe = sl_fe_lookup(x->p.daddr, x->p.dport, x->p.proto, x->p.saddr);
+	if (fe)
+		return fe;
+	__u32 rf = sl_route_flags(x->p.daddr);
+	if (rf & SL_RT_LOCAL_HOST || (x->from_tunnel && (rf & SL_RT_REMOTE_HOST)))
+		return sl_fe_lookup(0, x->p.dport, x->p.proto, x->p.saddr);
+	return NULL;
+}
+
+/* ICMP errors about a NATed flow: show the client the frontend it used. */
+SL_SUBPROG int sl_icmp_error(struct __sk_buff *skb, struct sl_ctx *x)
+{
+	struct iphdr inner;
+	__u16 ports[2];
+	if (sl_icmp_inner(skb, &x->p, &inner, ports))
+		return TC_ACT_OK;
+	struct sl_tuple t = { .saddr = inner.saddr, .daddr = inner.daddr, .sport = ports[0], .dport = ports[1], .proto = inner.protocol };
+	struct sl_ct_key k;
+	sl_ct_key_of(&t, &k);
+	struct sl_ct *ct = bpf_map_lookup_elem(&sl_ct_v1, &k);
+	if (!ct || ct->type != SL_CT_NAT_REV)
+		return TC_ACT_OK;
+	if (sl_icmp_translate(skb, &x->p, &inner, ct->nat_addr, ct->nat_port))
+		return sl_drop(x->c, SL_CNT_DROP_OTHER);
+	sl_count(x->c, SL_CNT_NAT);
+	return TC_ACT_OK;
+}
+
+/* A packet of a flow conntrack knows. */
+SL_SUBPROG int sl_established(struct __sk_buff *skb, struct sl_ctx *x, struct sl_ct *ct, int src_is_b)
+{
+	int forward = src_is_b == ct->opener_is_b;
+	sl_ct_touch(ct, src_is_b, x->p.tcp_seen);
+	sl_count(x->c, SL_CNT_ACCEPTED);
+	if (ct->type == SL_CT_NAT_FWD) {
+		if (forward) {
+			if (ct->flags & SL_CT_F_FWD_TUNNEL)
+				return sl_to_tunnel(skb, x, ct->tun_ip);
+			if (sl_rewrite(skb, &x->p, 0, ct->nat_addr, ct->nat_port))
+				return sl_drop(x->c, SL_CNT_DROP_OTHER);
+			sl_count(x->c, SL_CNT_NAT);
+			return sl_forward(skb, &x->p, x->p.saddr, x->p.daddr, 1);
+		}
+		/* A reply already carrying the frontend address; from the tunnel its source is one of
+		 * our addresses, which the kernel's input path would refuse. */
+		if (x->from_tunnel)
+			return sl_forward(skb, &x->p, x->p.saddr, x->p.daddr, 1);
+		return TC_ACT_OK;
+	}
+	if (ct->type == SL_CT_NAT_REV && !forward) {
+		__u8 flags = ct->flags;
+		__u32 tun = ct->tun_ip;
+		if (sl_rewrite(skb, &x->p, 1, ct->nat_addr, ct->nat_port))
+			return sl_drop(x->c, SL_CNT_DROP_OTHER);
+		sl_count(x->c, SL_CNT_NAT);
+		if (flags & SL_CT_F_REPLY_TUNNEL)
+			return sl_to_tunnel(skb, x, tun);
+		if (x->role == SL_FROM_WEP || x->role == SL_FROM_HEP)
+			return sl_forward(skb, &x->p, x->p.saddr, x->p.daddr, 1);
+	}
+	return TC_ACT_OK;
+}
+
+SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
+{
+	struct sl_ctx x = { .role = role };
+	x.c = sl_counters_get(skb->ifindex, sl_hook_of(role));
+	sl_count(x.c, SL_CNT_PACKETS);
+	if (x.c)
+		x.c->c[SL_CNT_BYTES] += skb->len;
+
+	int pr = sl_parse(skb, &x.p);
+	if (pr == SL_PARSE_NOT_IPV4) {
+		sl_count(x.c, SL_CNT_OTHER);
+		return TC_ACT_OK;
+	}
+	if (pr != SL_PARSE_OK)
+		return sl_drop(x.c, SL_CNT_DROP_MALFORMED);
+	sl_count(x.c, SL_CNT_IPV4);
+
+	if (role == SL_FROM_HEP && sl_is_our_tunnel(skb, &x.p, &x.tun_src)) {
+		if (sl_vxlan_decap(skb))
+			return sl_drop(x.c, SL_CNT_DROP_MALFORMED);
+		if (sl_parse(skb, &x.p) != SL_PARSE_OK)
+			return sl_drop(x.c, SL_CNT_DROP_MALFORMED);
+		x.from_tunnel = 1;
+	}
+
+	switch (x.p.proto) {
+	case IPPROTO_TCP:
+		sl_count(x.c, SL_CNT_TCP);
+		break;
+	case IPPROTO_UDP:
+		sl_count(x.c, SL_CNT_UDP);
+		break;
+	case IPPROTO_ICMP:
+		sl_count(x.c, SL_CNT_ICMP);
+		sl_count(x.c, SL_CNT_ACCEPTED);
+		return sl_icmp_error(skb, &x);
+	default:
+		/* SCTP and others go to the kernel untouched (a documented limitation). */
+		sl_count(x.c, SL_CNT_OTHER);
+		return TC_ACT_OK;
+	}
+	if (x.p.frag) {
+		/* A non-first fragment has no ports to translate; the kernel handles it. */
+		sl_count(x.c, SL_CNT_ACCEPTED);
+		return TC_ACT_OK;
+	}
+
+	x.t.saddr = x.p.saddr;
+	x.t.daddr = x.p.daddr;
+	x.t.sport = x.p.sport;
+	x.t.dport = x.p.dport;
+	x.t.proto = x.p.proto;
+	struct sl_ct_key k;
+	int src_is_b = sl_ct_key_of(&x.t, &k);
+	struct sl_ct *ct = bpf_map_lookup_elem(&sl_ct_v1, &k);
+	if (ct)
+		return sl_established(skb, &x, ct, src_is_b);
+
+	if (role == SL_FROM_WEP || role == SL_FROM_HEP) {
+		struct sl_nat_fe *fe = sl_frontend(&x);
+		if (fe) {
+			x.fe = *fe;
+			return sl_new_nat_flow(skb, &x);
+		}
+	}
+	sl_count(x.c, SL_CNT_ACCEPTED);
+	if (x.from_tunnel)
+		return sl_forward(skb, &x.p, x.p.saddr, x.p.daddr, 1);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int sl_from_wep(struct __sk_buff *skb)
+{
+	return sl_tc(skb, SL_FROM_WEP);
+}
+
+SEC("tc")
+int sl_to_wep(struct __sk_buff *skb)
+{
+	return sl_tc(skb, SL_TO_WEP);
+}
+
+SEC("tc")
+int sl_from_hep(struct __sk_buff *skb)
+{
+	return sl_tc(skb, SL_FROM_HEP);
+}
+
+SEC("tc")
+int sl_to_hep(struct __sk_buff *skb)
+{
+	return sl_tc(skb, SL_TO_HEP);
+}
+
+char LICENSE[] SEC("license") = "GPL";
