@@ -12,8 +12,10 @@ export function compareWithBtf(
   const out: string[] = [];
   if (layout.size !== codec.size) out.push(`struct ${cName}: C size ${layout.size}, codec size ${codec.size}`);
   const codecFields = codec.fields;
+  // C says addr_a, TypeScript addrA: names match once underscores and case are set aside.
+  const norm = (n: string) => n.replace(/_/g, '').toLowerCase();
   for (const f of layout.fields) {
-    const c = codecFields.find((x) => x.name === f.name);
+    const c = codecFields.find((x) => norm(x.name) === norm(f.name));
     if (!c) {
       out.push(`struct ${cName}: field ${f.name} (offset ${f.offset}) missing from the codec`);
       continue;
@@ -22,7 +24,7 @@ export function compareWithBtf(
     if (c.size !== f.size) out.push(`struct ${cName}.${f.name}: C size ${f.size}, codec ${c.size}`);
   }
   for (const c of codecFields) {
-    if (!layout.fields.some((f) => f.name === c.name)) out.push(`struct ${cName}: codec field ${c.name} is not in C`);
+    if (!layout.fields.some((f) => norm(f.name) === norm(c.name))) out.push(`struct ${cName}: codec field ${c.name} is not in C`);
   }
   return out;
 }

@@ -6,15 +6,27 @@ import { loadObjectFile } from '../../src/bpf/spec.js';
 import { compareWithBtf } from '../../src/bpf/btf-check.js';
 import { bpfObjectPath } from '../../src/paths.js';
 import { countersKey, countersValue, COUNTERS_MAP } from '../../src/datapath/counters.js';
+import { routeKey, routeValue, ROUTES_MAP } from '../../src/datapath/routes.js';
+import * as nat from '../../src/datapath/nat.js';
+import { ctKey, ctValue, CT_MAP } from '../../src/datapath/conntrack.js';
 
-const schemas = [
+type Schema = { object: string; map: string; key: [string, Codec]; value: [string, Codec] };
+type Codec = { size: number; fields: readonly { name: string; offset: number; size: number }[] };
+
+const schemas: Schema[] = [
   {
     object: 'tc_count',
     map: COUNTERS_MAP,
     key: ['sl_counters_key', countersKey],
     value: ['sl_counters', countersValue],
   },
-] as const;
+  { object: 'tc', map: COUNTERS_MAP, key: ['sl_counters_key', countersKey], value: ['sl_counters', countersValue] },
+  { object: 'tc', map: ROUTES_MAP, key: ['sl_route_key', routeKey], value: ['sl_route', routeValue] },
+  { object: 'tc', map: nat.NAT_FE_MAP, key: ['sl_nat_fe_key', nat.feKey], value: ['sl_nat_fe', nat.feValue] },
+  { object: 'tc', map: nat.NAT_BE_MAP, key: ['sl_nat_be_key', nat.beKey], value: ['sl_nat_be', nat.beValue] },
+  { object: 'tc', map: nat.NAT_AFF_MAP, key: ['sl_nat_aff_key', nat.affKey], value: ['sl_nat_aff', nat.affValue] },
+  { object: 'tc', map: CT_MAP, key: ['sl_ct_key', ctKey], value: ['sl_ct', ctValue] },
+];
 
 for (const s of schemas) {
   test(`${s.map}: key and value codecs match the C structs in ${s.object}.o`, () => {

@@ -1,0 +1,100 @@
+// A node of the Service datapath simulated with BPF_PROG_TEST_RUN: the real tc programs loaded
+// with the node's constants and private maps. Tests pass a packet from one node's program to the
+// next to follow its journey across nodes without a network.
+import { loadObjectFile } from '../bpf/spec.js';
+import { Collection } from '../bpf/collection.js';
+import { runPacket, type PacketRun, type SkbContext } from '../bpf/test-run.js';
+import { bpfObjectPath } from '../paths.js';
+import { natMaps, frontendKey, type NatMaps } from '../datapath/nat.js';
+import { routesMap, cidrKey, RouteFlags } from '../datapath/routes.js';
+import { ctMap } from '../datapath/conntrack.js';
+import { CT_MAP, ROUTES_MAP } from '../datapath/index.js';
+import { ipv4ToU32 } from '../packet/index.js';
+
+export type Role = 'from_wep' | 'to_wep' | 'from_hep' | 'to_hep';
+
+export interface SimBackend {
+  addr: string;
+  port: number;
+  local?: boolean;
+}
+
+export interface SimService {
+  svcId: number;
+  addr: string;
+  port: number;
+  proto: number;
+  backends: SimBackend[];
+  flags?: number;
+  affinityTimeout?: number;
+  /** loadBalancerSourceRanges; other sources are denied. */
+  sourceRanges?: string[];
+}
+
+/** Network-order bytes of an address as the program sees them when it loads a u32. */
+export function be32Native(ip: string): number {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(ipv4ToU32(ip));
+  return b.readUInt32LE(0);
+}
+
+export class SimNode {
+  readonly coll: Collection;
+  readonly nat: NatMaps;
+
+  constructor(
+    readonly hostIp: string,
+    opts: { dsr?: boolean; fibRedirect?: boolean; tunnelMtu?: number } = {},
+  ) {
+    this.coll = Collection.load(loadObjectFile(bpfObjectPath('tc')), {
+      constants: {
+        sl_host_ip: be32Native(hostIp),
+        sl_dsr: opts.dsr ? 1 : 0,
+        // Test-run has no real devices to redirect to: the programs hand packets to "the kernel".
+        sl_fib_redirect: opts.fibRedirect ? 1 : 0,
+        sl_tunnel_mtu: opts.tunnelMtu ?? 1450,
+      },
+    });
+    this.nat = natMaps(this.coll);
+    this.route(`${hostIp}/32`, RouteFlags.LOCAL_HOST);
+  }
+
+  get routes() {
+    return routesMap(this.coll.map(ROUTES_MAP));
+  }
+
+  get conntrack() {
+    return ctMap(this.coll.map(CT_MAP));
+  }
+
+  route(cidr: string, flags: number, opts: { ifindex?: number; nextHop?: string } = {}): void {
+    this.routes.set(cidrKey(cidr), { flags, ifindex: opts.ifindex ?? 0, nextHop: opts.nextHop ?? '0.0.0.0' });
+  }
+
+  /** Writes a Service the way the agent will: backends first (local ones first), then frontends. */
+  service(s: SimService): void {
+    const ordered = [...s.backends.filter((b) => b.local), ...s.backends.filter((b) => !b.local)];
+    ordered.forEach((b, ordinal) => this.nat.backends.set({ svcId: s.svcId, ordinal }, { addr: b.addr, port: b.port }));
+    const value = {
+      svcId: s.svcId,
+      count: ordered.length,
+      localCount: ordered.filter((b) => b.local).length,
+      affinityTimeout: s.affinityTimeout ?? 0,
+      flags: s.flags ?? 0,
+    };
+    if (s.sourceRanges?.length) {
+      this.nat.frontends.set(frontendKey(s.addr, s.port, s.proto), { ...value, flags: value.flags | 16 });
+      for (const r of s.sourceRanges) this.nat.frontends.set(frontendKey(s.addr, s.port, s.proto, r), value);
+    } else {
+      this.nat.frontends.set(frontendKey(s.addr, s.port, s.proto), value);
+    }
+  }
+
+  run(role: Role, frame: Buffer, ctx?: SkbContext): PacketRun {
+    return runPacket(this.coll.program(`sl_${role}`), frame, { ctx, watch: [this.coll.map(CT_MAP)] });
+  }
+
+  close(): void {
+    this.coll.close();
+  }
+}
