@@ -7,6 +7,7 @@ import { Command, Option } from 'commander';
 import { BpfError } from '../bpf/errors.js';
 import { DEFAULT_BPFFS_ROOT, packageRoot } from '../paths.js';
 import { countersCommand, featuresCommand } from './bpf-commands.js';
+import { conntrackDump, natDump, routesDump } from './datapath-dump.js';
 import { demoDown, runDemo } from './demo.js';
 import { CliError, outputFormats, stdio, type OutputFormat } from './output.js';
 
@@ -61,6 +62,22 @@ export function buildProgram(): Command {
     .option('--pin-root <dir>', 'bpffs directory the datapath pins its maps in', DEFAULT_BPFFS_ROOT)
     .addOption(outputOption())
     .action((opts: { pinRoot: string; output: OutputFormat }) => countersCommand(opts));
+
+  const dumps: [string, string, typeof natDump][] = [
+    ['nat', 'Service frontends and backends (sl_nat_fe_v1, sl_nat_be_v1)', natDump],
+    ['conntrack', 'tracked flows with their NAT and tunnel state (sl_ct_v1)', conntrackDump],
+    ['routes', 'what each address is to this node (sl_routes_v1)', routesDump],
+  ];
+  for (const [name, what, fn] of dumps) {
+    bpf
+      .command(name)
+      .description(`${name} maps`)
+      .command('dump')
+      .description(`print ${what}`)
+      .option('--pin-root <dir>', 'bpffs directory the datapath pins its maps in', DEFAULT_BPFFS_ROOT)
+      .addOption(outputOption())
+      .action((opts: { pinRoot: string; output: OutputFormat }) => fn(opts));
+  }
 
   program
     .command('version')

@@ -1,0 +1,226 @@
+// One node's datapath: the Service programs loaded with the node's constants, maps pinned under
+// the node's pin root (shared by every program and kept across restarts), and attachments to
+// workload and host interfaces (tcx where the kernel has it, else clsact) and to cgroups.
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { Collection } from '../bpf/collection.js';
+import { loadObjectFile } from '../bpf/spec.js';
+import { attachCgroup, attachTcx, Link, type Direction } from '../bpf/link.js';
+import { attachTcLegacy, listTcFilters, type TcFilter } from '../bpf/tc-legacy.js';
+import { withNetns, type NetnsRef } from '../bpf/netns.js';
+import { probeTcx } from '../bpf/features.js';
+import { AttachType } from '../bpf/syscall.js';
+import { ensurePinDir } from '../bpf/bpffs.js';
+import { BpfError } from '../bpf/errors.js';
+import { bpfObjectPath } from '../paths.js';
+import { ipv4 } from '../bpf/codec.js';
+import { natMaps, type NatMaps } from './nat.js';
+import { routesMap } from './routes.js';
+import { ctMap } from './conntrack.js';
+import { CT_MAP, ROUTES_MAP } from './index.js';
+
+export type AttachMode = 'tcx' | 'legacy';
+export type InterfaceRole = 'workload' | 'host';
+
+export interface NodeDatapathConfig {
+  /** bpffs directory for this node's maps and links. */
+  pinRoot: string;
+  /** The node's IP: source of tunnel packets and of ICMP errors. */
+  hostIp: string;
+  vxlanPort?: number;
+  vxlanVni?: number;
+  tunnelMtu?: number;
+  /** bpfExternalServiceMode: DSR. */
+  dsr?: boolean;
+  attachMode?: AttachMode | 'auto';
+  /** Run attach calls in this network namespace (the agent itself already runs inside it). */
+  netns?: NetnsRef;
+  maxEntries?: Record<string, number>;
+}
+
+/** Network-order address as the program reads it from a u32 (little-endian host). */
+function addrConstant(ip: string): number {
+  const b = Buffer.alloc(4);
+  ipv4.encode(ip, b, 0);
+  return b.readUInt32LE(0);
+}
+
+const programsFor: Record<InterfaceRole, Record<Direction, string>> = {
+  workload: { ingress: 'sl_from_wep', egress: 'sl_to_wep' },
+  host: { ingress: 'sl_from_hep', egress: 'sl_to_hep' },
+};
+
+interface Attachment {
+  ifname: string;
+  ifindex: number;
+  role: InterfaceRole;
+  direction: Direction;
+  link?: Link;
+  filter?: TcFilter;
+}
+
+export class NodeDatapath {
+  readonly tc: Collection;
+  readonly ctlb: Collection;
+  readonly nat: NatMaps;
+  readonly mode: AttachMode;
+  private readonly attachments = new Map<string, Attachment>();
+  private readonly cgroupLinks = new Map<string, Link[]>();
+
+  private constructor(
+    readonly config: NodeDatapathConfig,
+    tc: Collection,
+    ctlb: Collection,
+  ) {
+    this.tc = tc;
+    this.ctlb = ctlb;
+    this.nat = natMaps(tc);
+    const wanted = config.attachMode ?? 'auto';
+    this.mode = wanted === 'auto' ? (probeTcx().status === 'supported' ? 'tcx' : 'legacy') : wanted;
+  }
+
+  static load(config: NodeDatapathConfig): NodeDatapath {
+    ensurePinDir(config.pinRoot);
+    const constants = {
+      sl_host_ip: addrConstant(config.hostIp),
+      sl_vxlan_port: config.vxlanPort ?? 4789,
+      sl_vxlan_vni: config.vxlanVni ?? 0x5c1,
+      sl_tunnel_mtu: config.tunnelMtu ?? 1450,
+      sl_dsr: config.dsr ? 1 : 0,
+    };
+    const opts = { pinRoot: config.pinRoot, constants, maxEntries: config.maxEntries };
+    const tc = Collection.load(loadObjectFile(bpfObjectPath('tc')), opts);
+    try {
+      const ctlbSpec = loadObjectFile(bpfObjectPath('connect'));
+      const ctlbConstants = { sl_host_ip: constants.sl_host_ip };
+      const ctlb = Collection.load(ctlbSpec, { ...opts, constants: ctlbConstants });
+      return new NodeDatapath(config, tc, ctlb);
+    } catch (err) {
+      tc.close();
+      throw err;
+    }
+  }
+
+  get routes() {
+    return routesMap(this.tc.map(ROUTES_MAP));
+  }
+
+  get conntrack() {
+    return ctMap(this.tc.map(CT_MAP));
+  }
+
+  private inNs<T>(fn: () => T): T {
+    return this.config.netns === undefined ? fn() : withNetns(this.config.netns, fn);
+  }
+
+  private linkPin(ifname: string, direction: Direction): string {
+    return path.join(this.config.pinRoot, 'links', `${ifname}.${direction}`);
+  }
+
+  /** Attaches the programs for `role` to both directions of an interface (idempotent). */
+  attach(ifname: string, ifindex: number, role: InterfaceRole): void {
+    for (const direction of ['ingress', 'egress'] as const) {
+      const key = `${ifname}/${direction}`;
+      const prog = this.tc.program(programsFor[role][direction]);
+      const existing = this.attachments.get(key);
+      if (existing && existing.ifindex === ifindex && existing.role === role) {
+        // Same interface: swap in this load's program atomically.
+        if (existing.link) existing.link.update(prog);
+        else existing.filter?.replace(prog.fd, prog.name);
+        continue;
+      }
+      if (existing) this.detachOne(existing);
+      const a: Attachment = { ifname, ifindex, role, direction };
+      if (this.mode === 'tcx') {
+        a.link = this.inNs(() => attachTcx(prog, ifindex, direction));
+        mkdirSync(path.dirname(this.linkPin(ifname, direction)), { recursive: true });
+        rmSync(this.linkPin(ifname, direction), { force: true });
+        a.link.pin(this.linkPin(ifname, direction));
+      } else {
+        a.filter = attachTcLegacy({
+          ifindex,
+          ifname,
+          netns: this.config.netns,
+          direction,
+          progFd: prog.fd,
+          name: prog.name,
+          priority: 1,
+          handle: 1,
+        });
+      }
+      this.attachments.set(key, a);
+    }
+  }
+
+  detach(ifname: string): void {
+    for (const direction of ['ingress', 'egress'] as const) {
+      const a = this.attachments.get(`${ifname}/${direction}`);
+      if (a) this.detachOne(a);
+    }
+  }
+
+  private detachOne(a: Attachment): void {
+    this.attachments.delete(`${a.ifname}/${a.direction}`);
+    rmSync(this.linkPin(a.ifname, a.direction), { force: true });
+    try {
+      if (a.link) {
+        a.link.detach();
+        a.link.close();
+      } else {
+        a.filter?.detach();
+      }
+    } catch (err) {
+      // The interface may be gone already (a pod deleted): its programs went with it.
+      if (!(err instanceof BpfError) || !['ENODEV', 'ENOENT', 'ENOLINK'].includes(err.code)) throw err;
+    }
+  }
+
+  /** What is attached where, for status output and tests. */
+  list(): { ifname: string; ifindex: number; role: InterfaceRole; direction: Direction; mode: AttachMode }[] {
+    return [...this.attachments.values()].map((a) => ({
+      ifname: a.ifname,
+      ifindex: a.ifindex,
+      role: a.role,
+      direction: a.direction,
+      mode: a.link ? 'tcx' : 'legacy',
+    }));
+  }
+
+  /** Legacy filters as the kernel reports them (tests check nothing is left). */
+  kernelFilters(ifindex: number, direction: Direction) {
+    return this.inNs(() => listTcFilters(ifindex, direction));
+  }
+
+  /** Connect-time load balancing for the processes of a (sub-)cgroup. */
+  attachCgroup(dir: string): void {
+    if (this.cgroupLinks.has(dir)) return;
+    const links = [
+      attachCgroup(this.ctlb.program('sl_connect4'), dir, AttachType.CGROUP_INET4_CONNECT),
+      attachCgroup(this.ctlb.program('sl_sendmsg4'), dir, AttachType.CGROUP_UDP4_SENDMSG),
+      attachCgroup(this.ctlb.program('sl_recvmsg4'), dir, AttachType.CGROUP_UDP4_RECVMSG),
+      attachCgroup(this.ctlb.program('sl_getpeername4'), dir, AttachType.CGROUP_INET4_GETPEERNAME),
+    ];
+    this.cgroupLinks.set(dir, links);
+  }
+
+  detachCgroup(dir: string): void {
+    for (const l of this.cgroupLinks.get(dir) ?? []) {
+      l.detach();
+      l.close();
+    }
+    this.cgroupLinks.delete(dir);
+  }
+
+  /** Detaches everything and closes the programs; pinned maps stay unless `unpin`. */
+  close(opts: { unpin?: boolean } = {}): void {
+    for (const a of [...this.attachments.values()]) this.detachOne(a);
+    for (const dir of [...this.cgroupLinks.keys()]) this.detachCgroup(dir);
+    this.tc.close();
+    this.ctlb.close();
+    if (opts.unpin && existsSync(this.config.pinRoot)) {
+      for (const f of readdirSync(this.config.pinRoot))
+        rmSync(path.join(this.config.pinRoot, f), { recursive: true, force: true });
+      rmSync(this.config.pinRoot, { recursive: true, force: true });
+    }
+  }
+}
