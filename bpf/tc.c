@@ -75,6 +75,48 @@ SL_SUBPROG int sl_to_tunnel(struct __sk_buff *skb, struct sl_ctx *x, __u32 node_
 	return sl_forward(skb, NULL, sl_host_ip, node_ip, 0);
 }
 
+/* Sends a packet back into the pod it came from: the MACs swap roles. */
+SL_INLINE int sl_hairpin_out(struct __sk_buff *skb, struct sl_ctx *x)
+{
+	struct ethhdr eth;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+		return sl_drop(x->c, SL_CNT_DROP_MALFORMED);
+	if (bpf_skb_store_bytes(skb, 0, eth.h_source, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, eth.h_dest, ETH_ALEN, 0))
+		return sl_drop(x->c, SL_CNT_DROP_OTHER);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* A pod reaching itself through its own Service. Its kernel would refuse a packet from its own
+ * address, so the source becomes this node's address (as kube-proxy masquerades hairpin traffic),
+ * and conntrack remembers both translations for the replies. */
+SL_SUBPROG int sl_new_hairpin_flow(struct __sk_buff *skb, struct sl_ctx *x, struct sl_nat_be *be)
+{
+	struct sl_ct_new ct = {
+		.type = SL_CT_NAT_FWD,
+		.flags = SL_CT_F_HAIRPIN,
+		.tcp_seen = x->p.tcp_seen,
+		.nat_addr = be->addr,
+		.nat_port = be->port,
+		.snat_addr = sl_host_ip,
+		.snat_port = x->t.sport,
+	};
+	if (sl_ct_create(&x->t, &ct))
+		return sl_drop(x->c, SL_CNT_DROP_OTHER);
+	struct sl_tuple rev = { .saddr = sl_host_ip, .daddr = be->addr, .sport = x->t.sport, .dport = be->port, .proto = x->t.proto };
+	ct.type = SL_CT_NAT_REV;
+	ct.nat_addr = x->t.daddr;
+	ct.nat_port = x->t.dport;
+	ct.snat_addr = x->t.saddr;
+	ct.snat_port = x->t.sport;
+	if (sl_ct_create(&rev, &ct))
+		return sl_drop(x->c, SL_CNT_DROP_OTHER);
+	if (sl_rewrite(skb, &x->p, 0, be->addr, be->port) || sl_rewrite(skb, &x->p, 1, sl_host_ip, x->t.sport))
+		return sl_drop(x->c, SL_CNT_DROP_OTHER);
+	sl_count(x->c, SL_CNT_NAT);
+	return sl_hairpin_out(skb, x);
+}
+
 /* A new flow to a frontend (x->fe): pick a backend and record the flow. */
 SL_SUBPROG int sl_new_nat_flow(struct __sk_buff *skb, struct sl_ctx *x)
 {
@@ -103,6 +145,8 @@ SL_SUBPROG int sl_new_nat_flow(struct __sk_buff *skb, struct sl_ctx *x)
 		return sl_to_tunnel(skb, x, ct.tun_ip);
 	}
 
+	if (be.addr == x->p.saddr && x->role == SL_FROM_WEP)
+		return sl_new_hairpin_flow(skb, x, &be);
 	if (x->from_tunnel)
 		ct.flags = SL_CT_F_FROM_TUNNEL | (sl_dsr ? SL_CT_F_DSR : SL_CT_F_REPLY_TUNNEL);
 	if (external)
@@ -166,6 +210,14 @@ SL_SUBPROG int sl_established(struct __sk_buff *skb, struct sl_ctx *x, struct sl
 		if (forward) {
 			if (ct->flags & SL_CT_F_FWD_TUNNEL)
 				return sl_to_tunnel(skb, x, ct->tun_ip);
+			if (ct->flags & SL_CT_F_HAIRPIN) {
+				__u32 sa = ct->snat_addr;
+				__u16 sp = ct->snat_port;
+				if (sl_rewrite(skb, &x->p, 0, ct->nat_addr, ct->nat_port) || sl_rewrite(skb, &x->p, 1, sa, sp))
+					return sl_drop(x->c, SL_CNT_DROP_OTHER);
+				sl_count(x->c, SL_CNT_NAT);
+				return sl_hairpin_out(skb, x);
+			}
 			if (sl_rewrite(skb, &x->p, 0, ct->nat_addr, ct->nat_port))
 				return sl_drop(x->c, SL_CNT_DROP_OTHER);
 			sl_count(x->c, SL_CNT_NAT);
@@ -180,6 +232,14 @@ SL_SUBPROG int sl_established(struct __sk_buff *skb, struct sl_ctx *x, struct sl
 	if (ct->type == SL_CT_NAT_REV && !forward) {
 		__u8 flags = ct->flags;
 		__u32 tun = ct->tun_ip;
+		if (flags & SL_CT_F_HAIRPIN) {
+			__u32 ca = ct->snat_addr;
+			__u16 cp = ct->snat_port;
+			if (sl_rewrite(skb, &x->p, 1, ct->nat_addr, ct->nat_port) || sl_rewrite(skb, &x->p, 0, ca, cp))
+				return sl_drop(x->c, SL_CNT_DROP_OTHER);
+			sl_count(x->c, SL_CNT_NAT);
+			return sl_hairpin_out(skb, x);
+		}
 		if (sl_rewrite(skb, &x->p, 1, ct->nat_addr, ct->nat_port))
 			return sl_drop(x->c, SL_CNT_DROP_OTHER);
 		sl_count(x->c, SL_CNT_NAT);

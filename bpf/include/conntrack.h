@@ -17,6 +17,7 @@ enum sl_ct_flags {
 	SL_CT_F_REPLY_TUNNEL = 1 << 2, /* backend node: replies return through tun_ip (Tunnel mode) */
 	SL_CT_F_DSR = 1 << 3,          /* backend node: replies go straight to the client */
 	SL_CT_F_EXTERNAL = 1 << 4,     /* entered the cluster from outside */
+	SL_CT_F_HAIRPIN = 1 << 5,      /* a pod reaching itself through its Service: source NATed too */
 };
 
 enum sl_tcp_seen {
@@ -48,8 +49,8 @@ struct sl_ct {
 	__u32 tun_ip;   /* tunnel peer (node IP) */
 	__u32 nat_addr; /* NAT_FWD: backend; NAT_REV: frontend */
 	__u16 nat_port;
-	__u16 pad2;
-	__u32 pad3;
+	__u16 snat_port; /* hairpin: NAT_FWD the source to use; NAT_REV the client to restore */
+	__u32 snat_addr;
 };
 SL_ASSERT_SIZE(struct sl_ct, 40);
 
@@ -110,7 +111,8 @@ struct sl_ct_new {
 	__u32 tun_ip;
 	__u32 nat_addr;
 	__u16 nat_port;
-	__u16 pad2;
+	__u16 snat_port;
+	__u32 snat_addr;
 };
 
 SL_SUBPROG int sl_ct_create(const struct sl_tuple *t, const struct sl_ct_new *n)
@@ -127,6 +129,8 @@ SL_SUBPROG int sl_ct_create(const struct sl_tuple *t, const struct sl_ct_new *n)
 		.tun_ip = n->tun_ip,
 		.nat_addr = n->nat_addr,
 		.nat_port = n->nat_port,
+		.snat_addr = n->snat_addr,
+		.snat_port = n->snat_port,
 	};
 	if (src_is_b)
 		v.tcp_b = n->tcp_seen;

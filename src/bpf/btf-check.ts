@@ -24,7 +24,8 @@ export function compareWithBtf(
     if (c.size !== f.size) out.push(`struct ${cName}.${f.name}: C size ${f.size}, codec ${c.size}`);
   }
   for (const c of codecFields) {
-    if (!layout.fields.some((f) => norm(f.name) === norm(c.name))) out.push(`struct ${cName}: codec field ${c.name} is not in C`);
+    if (!layout.fields.some((f) => norm(f.name) === norm(c.name)))
+      out.push(`struct ${cName}: codec field ${c.name} is not in C`);
   }
   return out;
 }

@@ -34,9 +34,7 @@ export interface DataSectionSpec {
 }
 
 export type RelocationTarget =
-  | { kind: 'map'; map: string }
-  | { kind: 'data'; section: string; offset: number }
-  | { kind: 'call'; textInsn: number };
+  { kind: 'map'; map: string } | { kind: 'data'; section: string; offset: number } | { kind: 'call'; textInsn: number };
 
 export interface InsnRelocation {
   /** Instruction index within the program. */
@@ -218,7 +216,12 @@ function resolveRelocations(
   return usesText;
 }
 
-function readText(elf: ElfFile, maps: Map<string, MapSpec>, data: Map<string, DataSectionSpec>, source: string): TextSection | undefined {
+function readText(
+  elf: ElfFile,
+  maps: Map<string, MapSpec>,
+  data: Map<string, DataSectionSpec>,
+  source: string,
+): TextSection | undefined {
   const sec = elf.section('.text');
   if (!sec || sec.size === 0) return undefined;
   const insns = Buffer.from(sec.data);
@@ -242,7 +245,8 @@ function readText(elf: ElfFile, maps: Map<string, MapSpec>, data: Map<string, Da
 function linkSubprograms(prog: Buffer, relocations: InsnRelocation[], text: TextSection, where: string): Buffer {
   const fnAt = (insn: number): TextFunction => {
     const f = text.functions.find((fn) => insn >= fn.start && insn < fn.start + fn.length);
-    if (!f || f.start !== insn) throw new SpecError(`${where}: call to .text instruction ${insn}, not a function start`);
+    if (!f || f.start !== insn)
+      throw new SpecError(`${where}: call to .text instruction ${insn}, not a function start`);
     return f;
   };
   const order: TextFunction[] = [];
@@ -262,7 +266,10 @@ function linkSubprograms(prog: Buffer, relocations: InsnRelocation[], text: Text
     newStart.set(f, next);
     next += f.length;
   }
-  const out = Buffer.concat([prog, ...order.map((f) => text.insns.subarray(f.start * INSN, (f.start + f.length) * INSN))]);
+  const out = Buffer.concat([
+    prog,
+    ...order.map((f) => text.insns.subarray(f.start * INSN, (f.start + f.length) * INSN)),
+  ]);
   for (const r of relocations) {
     if (r.target.kind !== 'call') continue;
     out.writeInt32LE(newStart.get(fnAt(r.target.textInsn))! - (r.insn + 1), r.insn * INSN + 4);
@@ -277,7 +284,8 @@ function linkSubprograms(prog: Buffer, relocations: InsnRelocation[], text: Text
       }
     }
     for (const r of text.relocations) {
-      if (r.insn >= f.start && r.insn < f.start + f.length) relocations.push({ insn: at + r.insn - f.start, target: r.target });
+      if (r.insn >= f.start && r.insn < f.start + f.length)
+        relocations.push({ insn: at + r.insn - f.start, target: r.target });
     }
   }
   return out;

@@ -113,8 +113,9 @@ export class NodeDatapath {
     return this.config.netns === undefined ? fn() : withNetns(this.config.netns, fn);
   }
 
+  /** bpffs refuses names with a dot, which interface names may have (vxlan.calico). */
   private linkPin(ifname: string, direction: Direction): string {
-    return path.join(this.config.pinRoot, 'links', `${ifname}.${direction}`);
+    return path.join(this.config.pinRoot, 'links', `${ifname.replace(/%/g, '%25').replace(/\./g, '%2e')}@${direction}`);
   }
 
   /** Attaches the programs for `role` to both directions of an interface (idempotent). */

@@ -5,7 +5,8 @@ import { loadObjectFile } from '../bpf/spec.js';
 import { Collection } from '../bpf/collection.js';
 import { runPacket, type PacketRun, type SkbContext } from '../bpf/test-run.js';
 import { bpfObjectPath } from '../paths.js';
-import { natMaps, frontendKey, type NatMaps } from '../datapath/nat.js';
+import { natMaps, type NatMaps } from '../datapath/nat.js';
+import { writeFrontend, type FrontendSpec } from '../datapath/service-entries.js';
 import { routesMap, cidrKey, RouteFlags } from '../datapath/routes.js';
 import { ctMap } from '../datapath/conntrack.js';
 import { CT_MAP, ROUTES_MAP } from '../datapath/index.js';
@@ -13,23 +14,7 @@ import { ipv4ToU32 } from '../packet/index.js';
 
 export type Role = 'from_wep' | 'to_wep' | 'from_hep' | 'to_hep';
 
-export interface SimBackend {
-  addr: string;
-  port: number;
-  local?: boolean;
-}
-
-export interface SimService {
-  svcId: number;
-  addr: string;
-  port: number;
-  proto: number;
-  backends: SimBackend[];
-  flags?: number;
-  affinityTimeout?: number;
-  /** loadBalancerSourceRanges; other sources are denied. */
-  sourceRanges?: string[];
-}
+export type SimService = FrontendSpec;
 
 /** Network-order bytes of an address as the program sees them when it loads a u32. */
 export function be32Native(ip: string): number {
@@ -71,23 +56,8 @@ export class SimNode {
     this.routes.set(cidrKey(cidr), { flags, ifindex: opts.ifindex ?? 0, nextHop: opts.nextHop ?? '0.0.0.0' });
   }
 
-  /** Writes a Service the way the agent will: backends first (local ones first), then frontends. */
   service(s: SimService): void {
-    const ordered = [...s.backends.filter((b) => b.local), ...s.backends.filter((b) => !b.local)];
-    ordered.forEach((b, ordinal) => this.nat.backends.set({ svcId: s.svcId, ordinal }, { addr: b.addr, port: b.port }));
-    const value = {
-      svcId: s.svcId,
-      count: ordered.length,
-      localCount: ordered.filter((b) => b.local).length,
-      affinityTimeout: s.affinityTimeout ?? 0,
-      flags: s.flags ?? 0,
-    };
-    if (s.sourceRanges?.length) {
-      this.nat.frontends.set(frontendKey(s.addr, s.port, s.proto), { ...value, flags: value.flags | 16 });
-      for (const r of s.sourceRanges) this.nat.frontends.set(frontendKey(s.addr, s.port, s.proto, r), value);
-    } else {
-      this.nat.frontends.set(frontendKey(s.addr, s.port, s.proto), value);
-    }
+    writeFrontend(this.nat, s);
   }
 
   run(role: Role, frame: Buffer, ctx?: SkbContext): PacketRun {
