@@ -346,9 +346,12 @@ export class RtNetlink {
     this.seq = (Date.now() & 0x7fffffff) >>> 0;
   }
 
-  /** Opens a socket in the calling thread's current network namespace. */
-  static open(): RtNetlink {
-    const fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  /**
+   * Opens a socket in the calling thread's current network namespace. `protocol` picks the
+   * netlink family (default NETLINK_ROUTE; e.g. 4 for NETLINK_SOCK_DIAG).
+   */
+  static open(protocol: number = NETLINK_ROUTE): RtNetlink {
+    const fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
     if (fd < 0) throw BpfError.fromErrno(errno(), 'socket(AF_NETLINK)');
     try {
       const addr = Buffer.alloc(12); // sockaddr_nl: family u16, pad u16, pid u32 (0: kernel picks), groups u32

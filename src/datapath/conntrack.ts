@@ -14,6 +14,7 @@ export const CtFlags = {
   REPLY_TUNNEL: 1 << 2,
   DSR: 1 << 3,
   EXTERNAL: 1 << 4,
+  HAIRPIN: 1 << 5,
 } as const;
 
 export const TcpSeen = { SYN: 1, ACK: 2, FIN: 4, RST: 8 } as const;
@@ -38,8 +39,8 @@ export const ctValue = struct('sl_ct', {
   tunIp: ipv4,
   natAddr: ipv4,
   natPort: be16,
-  _pad2: pad(2),
-  _pad3: pad(4),
+  snatPort: be16,
+  snatAddr: ipv4,
 });
 
 export type CtKey = ReturnType<typeof ctKey.decode>;

@@ -423,3 +423,52 @@ test('fragments, IP options and SCTP: nothing crashes, nothing bypasses', (t) =>
   const short = frame(eth(), ipv4({ src: POD1, dst: VIP, proto: 'tcp' }), payload(4));
   assert.equal(n1.run('from_wep', short).retval, TcAct.SHOT);
 });
+
+test('hairpin: a pod reaching itself through its Service gets its own packets back, from the node address', (t) => {
+  if (!requirePrivileges(t)) return;
+  resetCt();
+  n1.service({
+    svcId: 13,
+    addr: '10.96.0.13',
+    port: 80,
+    proto: Proto.TCP,
+    backends: [{ addr: POD1B, port: 8080, local: true }],
+  });
+  const podMac = '02:00:00:00:00:0b';
+  const hostMac = 'ee:ee:ee:ee:ee:ee';
+  const syn = frame(
+    eth({ src: podMac, dst: hostMac }),
+    ipv4({ src: POD1B, dst: '10.96.0.13' }),
+    tcp({ sport: 46000, dport: 80, flags: 'S' }),
+  );
+  const r = n1.run('from_wep', syn);
+  assert.equal(r.retval, TcAct.REDIRECT, 'sent straight back into the pod');
+  assert.deepEqual([r.parsed?.eth.src, r.parsed?.eth.dst], [hostMac, podMac]);
+  assert.deepEqual(
+    [r.parsed?.ipv4?.src, r.parsed?.tcp?.sport, r.parsed?.ipv4?.dst, r.parsed?.tcp?.dport],
+    [NODE1, 46000, POD1B, 8080],
+  );
+  clean(r);
+  // The pod answers the node address; the reply becomes the Service's answer to the pod.
+  const synack = frame(
+    eth({ src: podMac, dst: hostMac }),
+    ipv4({ src: POD1B, dst: NODE1 }),
+    tcp({ sport: 8080, dport: 46000, flags: 'SA' }),
+  );
+  const r2 = n1.run('from_wep', synack);
+  assert.equal(r2.retval, TcAct.REDIRECT);
+  assert.deepEqual(
+    [r2.parsed?.ipv4?.src, r2.parsed?.tcp?.sport, r2.parsed?.ipv4?.dst, r2.parsed?.tcp?.dport],
+    ['10.96.0.13', 80, POD1B, 46000],
+  );
+  clean(r2);
+  // The next segment of the same connection follows conntrack.
+  const ack = frame(
+    eth({ src: podMac, dst: hostMac }),
+    ipv4({ src: POD1B, dst: '10.96.0.13' }),
+    tcp({ sport: 46000, dport: 80, flags: 'A' }),
+  );
+  const r3 = n1.run('from_wep', ack);
+  assert.deepEqual([r3.parsed?.ipv4?.src, r3.parsed?.ipv4?.dst, r3.parsed?.tcp?.dport], [NODE1, POD1B, 8080]);
+  clean(r3);
+});

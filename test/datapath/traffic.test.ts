@@ -58,6 +58,8 @@ function services(d: LabDatapath): void {
       { pod: 'web3', port: 8080 },
     ],
   });
+  d.service({ svcId: 7, addr: '10.96.0.30', port: 80, proto: Proto.TCP, backends: [{ pod: 'web3', port: 8080 }] });
+  d.service({ svcId: 8, addr: '10.96.0.30', port: 53, proto: Proto.UDP, backends: [{ pod: 'web3', port: 8081 }] });
 }
 
 before(async () => {
@@ -111,6 +113,16 @@ test('a ClusterIP without backends refuses at once (ICMP port unreachable), not 
 });
 
 /** Packets matching `filter` on a node's eth0 while fn runs, as tcpdump prints them. */
+test('hairpin: a pod reaches itself through its own Service (TCP and UDP)', async (t) => {
+  if (!requirePrivileges(t, TOOLS)) return;
+  const r = await tcpAsk(ns('web3'), '10.96.0.30', 80);
+  assert.ok(r.ok, `TCP hairpin: ${r.error}`);
+  assert.equal(r.name, 'web3');
+  assert.equal(r.client?.split(':')[0], topo.node(3).ip, 'the pod sees its node address, as with kube-proxy');
+  const u = await udpAsk(ns('web3'), '10.96.0.30', 53);
+  assert.ok(u.ok, `UDP hairpin: ${u.error}`);
+});
+
 async function capture(node: string, filter: string, fn: () => Promise<void>): Promise<string[]> {
   const cap = topo.spawn(node, 'tcpdump', ['-i', 'eth0', '-n', '-l', filter]);
   let out = '';
