@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { packageRoot } from '../src/paths.js';
 import { benchMapUpdates } from './map-updates.js';
+import { benchPacketCost } from './datapath.js';
+import { benchThroughput } from './throughput.js';
 
 const quick = process.argv.includes('--quick');
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -28,7 +30,45 @@ if (mapUpdates.c) {
   );
 }
 
-const result = { date: new Date().toISOString(), kernel: os.release(), cpus: os.cpus().length, quick, mapUpdates };
+console.log('per-packet cost from test-run (kernel-measured)...');
+const packetCost = benchPacketCost(quick ? 20_000 : 200_000, quick ? 5_000 : 20_000);
+console.log(`  parse and pass (baseline), per repetition:  ${packetCost.parsePassNs} ns`);
+console.log(
+  `  established NAT flow, per repetition:        ${packetCost.establishedNatNs} ns (${packetCost.establishedOverBaseline.toFixed(2)}x baseline)`,
+);
+console.log(`  parse and pass, single runs (median):       ${packetCost.parsePassSingleNs} ns`);
+console.log(
+  `  new flow, single runs (median):             ${packetCost.newFlowSingleNs} ns (${packetCost.newFlowOverBaseline.toFixed(2)}x baseline)`,
+);
+
+console.log('TCP throughput, pod on node1 to pod on node2 over VXLAN (iperf3)...');
+const throughput = [];
+for (const streams of [1, 4]) {
+  const t = await benchThroughput({
+    seconds: quick ? 2 : 5,
+    rounds: quick ? 1 : 3,
+    streams,
+    progress: (s) => console.log(s),
+  });
+  const g = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(', ');
+  console.log(
+    `  ${streams} stream(s): pod-to-pod ${g(t.podToPodGbps)} Gbit/s; through the ClusterIP ${g(t.clusterIpGbps)} Gbit/s`,
+  );
+  console.log(
+    `  ${streams} stream(s): ClusterIP / pod-to-pod (medians): ${(t.clusterIpOverBaseline * 100).toFixed(1)}%`,
+  );
+  throughput.push(t);
+}
+
+const result = {
+  date: new Date().toISOString(),
+  kernel: os.release(),
+  cpus: os.cpus().length,
+  quick,
+  mapUpdates,
+  packetCost,
+  throughput,
+};
 const dir = path.join(packageRoot, 'bench', 'results');
 mkdirSync(dir, { recursive: true });
 const file = path.join(dir, `bench-${quick ? 'quick' : 'full'}.json`);
