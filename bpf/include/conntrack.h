@@ -1,4 +1,5 @@
-/* Conntrack (sl_ct_v1): one entry per direction-independent 5-tuple. A NAT flow has two: the
+/* Conntrack (sl_ct_v1): times come from the coarse monotonic clock (jiffies resolution is
+ * plenty for expiry and it costs less per packet). one entry per direction-independent 5-tuple. A NAT flow has two: the
  * NAT_FWD entry on the client<->frontend tuple holds the chosen backend, the NAT_REV entry on the
  * client<->backend tuple holds the frontend to restore on replies. Userspace expires entries
  * from created/last_seen and the TCP flags seen, per protocol (BPFConntrackTimeouts). */
@@ -93,7 +94,7 @@ SL_INLINE int sl_ct_key_of(const struct sl_tuple *t, struct sl_ct_key *k)
 
 SL_INLINE void sl_ct_touch(struct sl_ct *ct, int src_is_b, __u8 tcp_seen)
 {
-	ct->last_seen_ns = bpf_ktime_get_ns();
+	ct->last_seen_ns = bpf_ktime_get_coarse_ns();
 	if (tcp_seen) {
 		if (src_is_b)
 			ct->tcp_b |= tcp_seen;
@@ -119,7 +120,7 @@ SL_SUBPROG int sl_ct_create(const struct sl_tuple *t, const struct sl_ct_new *n)
 {
 	struct sl_ct_key k;
 	int src_is_b = sl_ct_key_of(t, &k);
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	struct sl_ct v = {
 		.created_ns = now,
 		.last_seen_ns = now,

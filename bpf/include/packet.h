@@ -59,10 +59,10 @@ enum sl_parse_result {
 	SL_PARSE_MALFORMED = 2,
 };
 
-SL_INLINE int sl_parse(struct __sk_buff *skb, struct sl_pkt *p)
+/* The slow path: headers read with bpf_skb_load_bytes, which also works when they are not in
+ * the linear part of the packet. */
+SL_INLINE int sl_parse_copy(struct __sk_buff *skb, struct sl_pkt *p)
 {
-	if (skb->protocol != bpf_htons(ETH_P_IP))
-		return SL_PARSE_NOT_IPV4;
 	if (bpf_skb_load_bytes(skb, SL_IP_OFF, &p->ip, sizeof(p->ip)))
 		return SL_PARSE_MALFORMED;
 	if (p->ip.version != 4 || p->ip.ihl < 5)
@@ -109,9 +109,125 @@ SL_INLINE int sl_parse(struct __sk_buff *skb, struct sl_pkt *p)
 	return SL_PARSE_OK;
 }
 
+/* The fast path reads the headers in place; packets whose headers are not all in the linear
+ * area (or are truncated) take the copying path, which tells the two apart. */
+SL_INLINE int sl_parse(struct __sk_buff *skb, struct sl_pkt *p)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return SL_PARSE_NOT_IPV4;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > end)
+		return sl_parse_copy(skb, p);
+	if (ip->version != 4 || ip->ihl < 5)
+		return SL_PARSE_MALFORMED;
+	__u32 l4_off = ETH_HLEN + (ip->ihl & 0xf) * 4;
+	void *l4 = data + l4_off;
+	/* 20 bytes cover a TCP header and more than UDP's or ICMP's 8. */
+	if (l4 + sizeof(struct tcphdr) > end)
+		return sl_parse_copy(skb, p);
+	__builtin_memcpy(&p->ip, ip, sizeof(p->ip));
+	p->l4_off = l4_off;
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	p->frag = (ip->frag_off & bpf_htons(0x1fff)) != 0;
+	p->sport = 0;
+	p->dport = 0;
+	p->tcp_seen = 0;
+	p->has_ports = 0;
+	p->icmp_type = 0;
+	p->icmp_code = 0;
+	if (p->frag)
+		return SL_PARSE_OK;
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+		p->sport = th->source;
+		p->dport = th->dest;
+		p->has_ports = 1;
+		p->tcp_seen = (th->syn ? 1 : 0) | (th->ack ? 2 : 0) | (th->fin ? 4 : 0) | (th->rst ? 8 : 0);
+	} else if (p->proto == IPPROTO_UDP) {
+		struct udphdr *uh = l4;
+		p->sport = uh->source;
+		p->dport = uh->dest;
+		p->has_ports = 1;
+	} else if (p->proto == IPPROTO_ICMP) {
+		struct icmphdr *ih = l4;
+		p->icmp_type = ih->type;
+		p->icmp_code = ih->code;
+		if (ih->type == ICMP_ECHO || ih->type == ICMP_ECHOREPLY) {
+			p->sport = ih->un.echo.id;
+			p->dport = ih->un.echo.id;
+		}
+	}
+	return SL_PARSE_OK;
+}
+
 SL_INLINE __u32 sl_l4_csum_off(__u8 proto)
 {
 	return proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check);
+}
+
+/* Incremental checksum update (RFC 1624) for a 16-bit word changing from `from` to `to`. */
+SL_INLINE __u16 sl_csum_update16(__u16 csum, __u16 from, __u16 to)
+{
+	__u32 sum = (__u16)~csum + (__u16)~from + to;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+SL_INLINE __u16 sl_csum_update32(__u16 csum, __u32 from, __u32 to)
+{
+	csum = sl_csum_update16(csum, from & 0xffff, to & 0xffff);
+	return sl_csum_update16(csum, from >> 16, to >> 16);
+}
+
+/* Rewrites in place, with checksums updated by hand: no helper calls on the hot path. Returns 1
+ * when the headers are not in the linear area, for the caller to use the helpers instead. */
+SL_INLINE int sl_rewrite_direct(struct __sk_buff *skb, struct sl_pkt *p, int is_src, __u32 new_addr, __u16 new_port, int l4)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > end)
+		return 1;
+	__u32 l4_off = p->l4_off & 0x7f;
+	__u16 *csum = 0;
+	__u16 *portp = 0;
+	if (l4) {
+		void *h = data + l4_off;
+		if (h + sizeof(struct tcphdr) > end)
+			return 1;
+		if (p->proto == IPPROTO_TCP) {
+			struct tcphdr *th = h;
+			csum = &th->check;
+			portp = is_src ? &th->source : &th->dest;
+		} else {
+			struct udphdr *uh = h;
+			csum = uh->check ? &uh->check : 0; /* 0: the sender used no checksum */
+			portp = is_src ? &uh->source : &uh->dest;
+		}
+	}
+	__u32 old_addr = is_src ? ip->saddr : ip->daddr;
+	if (old_addr != new_addr) {
+		ip->check = sl_csum_update32(ip->check, old_addr, new_addr);
+		if (is_src)
+			ip->saddr = new_addr;
+		else
+			ip->daddr = new_addr;
+		if (csum)
+			*csum = sl_csum_update32(*csum, old_addr, new_addr);
+	}
+	if (portp && *portp != new_port) {
+		if (csum)
+			*csum = sl_csum_update16(*csum, *portp, new_port);
+		*portp = new_port;
+	}
+	if (csum && p->proto == IPPROTO_UDP && *csum == 0)
+		*csum = 0xffff; /* a computed zero is sent as all ones */
+	return 0;
 }
 
 /* Rewrites the source (is_src) or destination address and port of a TCP or UDP packet. */
@@ -124,6 +240,8 @@ SL_INLINE int sl_rewrite(struct __sk_buff *skb, struct sl_pkt *p, int is_src, __
 	__u64 mangled = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 	__u32 csum_off = p->l4_off + sl_l4_csum_off(p->proto);
 
+	if (sl_rewrite_direct(skb, p, is_src, new_addr, new_port, l4) == 0)
+		goto done;
 	if (l4 && old_addr != new_addr &&
 	    bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr, BPF_F_PSEUDO_HDR | mangled | sizeof(new_addr)))
 		return -1;
@@ -139,6 +257,7 @@ SL_INLINE int sl_rewrite(struct __sk_buff *skb, struct sl_pkt *p, int is_src, __
 		if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0))
 			return -1;
 	}
+done:
 	if (is_src) {
 		p->saddr = new_addr;
 		p->sport = l4 ? new_port : p->sport;

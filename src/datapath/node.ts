@@ -14,9 +14,10 @@ import { ensurePinDir } from '../bpf/bpffs.js';
 import { BpfError } from '../bpf/errors.js';
 import { bpfObjectPath } from '../paths.js';
 import { ipv4 } from '../bpf/codec.js';
-import { natMaps, type NatMaps } from './nat.js';
+import { natMaps, Proto, type NatMaps } from './nat.js';
+import { destroySockets } from '../bpf/sock-diag.js';
 import { routesMap } from './routes.js';
-import { ctMap } from './conntrack.js';
+import { ctMap, CtType, type CtKey } from './conntrack.js';
 import { CT_MAP, ROUTES_MAP } from './index.js';
 
 export type AttachMode = 'tcx' | 'legacy';
@@ -210,6 +211,29 @@ export class NodeDatapath {
       l.close();
     }
     this.cgroupLinks.delete(dir);
+  }
+
+  /**
+   * A backend left a Service: flows to it are forgotten and connected UDP sockets that the
+   * connect-time balancer pointed at it are destroyed, so their owners reconnect to a live
+   * backend instead of sending into the void (TCP fails on its own when the peer goes).
+   */
+  forgetBackend(b: { addr: string; port: number; proto: number }): { flows: number; sockets: number } {
+    const stale: CtKey[] = [];
+    for (const [k, v] of this.conntrack.entries()) {
+      if (k.proto !== b.proto) continue;
+      const toBackend = v.type === CtType.NAT_FWD && v.natAddr === b.addr && v.natPort === b.port;
+      const fromBackend =
+        v.type === CtType.NAT_REV &&
+        ((k.addrA === b.addr && k.portA === b.port) || (k.addrB === b.addr && k.portB === b.port));
+      if (toBackend || fromBackend) stale.push(k);
+    }
+    const flows = this.conntrack.deleteMany(stale);
+    const sockets =
+      b.proto === Proto.UDP
+        ? this.inNs(() => destroySockets({ protocol: 'udp', dst: { addr: b.addr, port: b.port } }))
+        : 0;
+    return { flows, sockets };
   }
 
   /** Detaches everything and closes the programs; pinned maps stay unless `unpin`. */

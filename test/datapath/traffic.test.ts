@@ -60,6 +60,7 @@ function services(d: LabDatapath): void {
   });
   d.service({ svcId: 7, addr: '10.96.0.30', port: 80, proto: Proto.TCP, backends: [{ pod: 'web3', port: 8080 }] });
   d.service({ svcId: 8, addr: '10.96.0.30', port: 53, proto: Proto.UDP, backends: [{ pod: 'web3', port: 8081 }] });
+  d.service({ svcId: 9, addr: '10.96.0.40', port: 53, proto: Proto.UDP, backends: [{ pod: 'web2', port: 8081 }] });
 }
 
 before(async () => {
@@ -200,4 +201,48 @@ test('host-networked processes reach a ClusterIP through connect-time load balan
     assert.ok(res.ok, `${proto} from node1's own namespace: ${res.error}`);
     assert.equal(res.name, 'web2');
   }
+});
+
+test('a connected UDP socket of a host process does not stay pinned to a backend that left the Service', async (t) => {
+  if (!requirePrivileges(t, [...TOOLS, 'python3'])) return;
+  const root = ['/sys/fs/cgroup/unified', '/sys/fs/cgroup'].find((p) => existsSync(path.join(p, 'cgroup.procs')));
+  const cg = path.join(root!, `sluice-test-${process.pid}-udp`);
+  mkdirSync(cg, { recursive: true });
+  t.after(() => rmdirSync(cg));
+  const node1 = dp!.nodes[0];
+  node1.attachCgroup(cg);
+  t.after(() => node1.detachCgroup(cg));
+  // Connect once, ask, wait for the go-ahead, then keep using the same socket; on an error,
+  // reconnect as applications do.
+  const py = [
+    'import socket, sys',
+    's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)',
+    "s.connect(('10.96.0.40', 53)); s.send(b'q\\n'); print('first', s.recv(200).decode().split()[0], flush=True)",
+    'sys.stdin.readline()',
+    'try:',
+    "    s.send(b'q\\n'); print('second', s.recv(200).decode().split()[0], 'same-socket', flush=True)",
+    'except OSError as e:',
+    "    print('error', e.errno, flush=True)",
+    "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.connect(('10.96.0.40', 53))",
+    "    s.send(b'q\\n'); print('second', s.recv(200).decode().split()[0], 'reconnected', flush=True)",
+  ].join('\n');
+  const { spawn } = await import('node:child_process');
+  const child = spawn('sh', [
+    '-c',
+    `echo $$ > ${cg}/cgroup.procs && exec nsenter --net=/run/netns/${topo.node(1).ns} python3 -c "$0"`,
+    py,
+  ]);
+  let out = '';
+  child.stdout.on('data', (d) => (out += String(d)));
+  child.stderr.on('data', (d) => (out += String(d)));
+  for (let i = 0; i < 50 && !out.includes('first'); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.match(out, /^first web2/m);
+  // web2 leaves the Service; web3 takes its place.
+  dp!.service({ svcId: 9, addr: '10.96.0.40', port: 53, proto: Proto.UDP, backends: [{ pod: 'web3', port: 8081 }] });
+  const gone = node1.forgetBackend({ addr: topo.pod('web2').ip, port: 8081, proto: Proto.UDP });
+  assert.equal(gone.sockets, 1, 'the socket connected to web2 was destroyed');
+  child.stdin.write('go\n');
+  await new Promise((r) => child.once('exit', r));
+  assert.match(out, /^error \d+$/m, 'the application saw its socket fail');
+  assert.match(out, /^second web3 reconnected$/m);
 });
