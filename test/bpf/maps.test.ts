@@ -91,6 +91,28 @@ test('every map kind: created from the object, written from TS, used by the prog
   assert.equal(lpm.delete({ prefixlen: 8, addr: '10.0.0.0' }), false);
   assert.equal(hash.deleteMany([1, 2, 3]), 2);
   assert.equal([...hash.keys()].length, 0);
+
+  // Every kind pins, reopens from its pin (definition checked) and is the same live object.
+  for (const [name, ms] of spec.maps) {
+    const m = coll.map(name);
+    const pin = path.join(pins.path, `every_${name}`);
+    m.pin(pin);
+    const again = BpfMap.openPinned(pin, ms);
+    try {
+      assert.equal(again.id(), m.id(), `${name}: the pin reopens the same map`);
+      assert.equal(again.def.type, ms.type);
+    } finally {
+      again.close();
+      BpfMap.unpin(pin);
+    }
+  }
+  const reopenedHash = BpfMap.openPinned(path.join(pins.path, 't_pinned'), spec.maps.get('t_pinned'));
+  assert.equal(
+    new TypedMap(reopenedHash, u32, u64).get(1),
+    99n,
+    'a value written before pinning is read through the pin',
+  );
+  reopenedHash.close();
 });
 
 test('batch update and delete of many entries, and iteration over them', (t) => {
