@@ -1,0 +1,261 @@
+// Keeps the NAT maps equal to a desired set of frontends, by difference. Backends are written
+// before the frontends that count them and removed after, so a packet never meets a frontend whose
+// backends are not all there. Bulk work goes through batch calls. On start it adopts what the maps
+// already hold (a restarted agent), so an unchanged Service is never rewritten.
+import {
+  FE_PREFIX_FIXED,
+  FrontendFlags,
+  frontendKey,
+  type Backend,
+  type BackendKey,
+  type Frontend,
+  type FrontendKey,
+  type NatMaps,
+} from '../datapath/nat.js';
+
+export interface NatBackend {
+  addr: string;
+  port: number;
+  local: boolean;
+}
+
+/** One frontend as the datapath needs it; frontends of one `group` (a service port) share backends. */
+export interface NatFrontend {
+  key: string;
+  group: string;
+  addr: string;
+  port: number;
+  proto: number;
+  flags: number;
+  affinityTimeout: number;
+  sourceRanges?: string[];
+  backends: NatBackend[];
+}
+
+export interface RemovedBackend {
+  addr: string;
+  port: number;
+  proto: number;
+}
+
+export interface FlushResult {
+  frontendsWritten: number;
+  frontendsDeleted: number;
+  backendsWritten: number;
+  backendsDeleted: number;
+  /** Backends no frontend uses any more: their flows and sockets should be forgotten. */
+  removedBackends: RemovedBackend[];
+}
+
+const feMapKey = (k: FrontendKey) => `${k.addr}:${k.port}/${k.proto}<${k.src}/${k.prefixlen - FE_PREFIX_FIXED}`;
+const sameFe = (a: Frontend, b: Frontend) =>
+  a.svcId === b.svcId &&
+  a.count === b.count &&
+  a.localCount === b.localCount &&
+  a.affinityTimeout === b.affinityTimeout &&
+  a.flags === b.flags;
+const sameBe = (a: Backend, b: Backend) => a.addr === b.addr && a.port === b.port;
+
+interface Group {
+  svcId: number;
+  proto: number;
+  backends: Backend[];
+  localCount: number;
+  members: Set<string>;
+}
+
+export class NatWriter {
+  private readonly desired = new Map<string, NatFrontend>();
+  private readonly dirtyKeys = new Set<string>();
+  /** What the maps hold, as we know it (adopted at start, then kept in step). */
+  private readonly feInMap = new Map<string, { key: FrontendKey; value: Frontend; owner?: string }>();
+  private readonly beInMap = new Map<number, Backend[]>();
+  private readonly groups = new Map<string, Group>();
+  private readonly svcIdOwner = new Map<number, string>();
+  private nextSvcId = 1;
+
+  constructor(private readonly nat: NatMaps) {
+    for (const [key, value] of nat.frontends.entries()) this.feInMap.set(feMapKey(key), { key, value });
+    for (const [k, v] of nat.backends.entries()) {
+      const list = this.beInMap.get(k.svcId) ?? [];
+      list[k.ordinal] = v;
+      this.beInMap.set(k.svcId, list);
+    }
+    for (const id of [...this.beInMap.keys(), ...[...this.feInMap.values()].map((e) => e.value.svcId)]) {
+      this.nextSvcId = Math.max(this.nextSvcId, id + 1);
+    }
+  }
+
+  /** How many frontend entries the maps hold (after the last flush). */
+  get frontendEntries(): number {
+    return this.feInMap.size;
+  }
+
+  upsert(f: NatFrontend): void {
+    this.desired.set(f.key, f);
+    this.dirtyKeys.add(f.key);
+  }
+
+  remove(key: string): void {
+    if (this.desired.delete(key)) this.dirtyKeys.add(key);
+  }
+
+  has(key: string): boolean {
+    return this.desired.has(key);
+  }
+
+  private entriesOf(f: NatFrontend, g: Group): [FrontendKey, Frontend][] {
+    const value: Frontend = {
+      svcId: g.svcId,
+      count: g.backends.length,
+      localCount: g.localCount,
+      affinityTimeout: f.affinityTimeout,
+      flags: f.flags,
+    };
+    if (!f.sourceRanges?.length) return [[frontendKey(f.addr, f.port, f.proto), value]];
+    return [
+      ...f.sourceRanges.map((r) => [frontendKey(f.addr, f.port, f.proto, r), value] as [FrontendKey, Frontend]),
+      [frontendKey(f.addr, f.port, f.proto), { ...value, flags: value.flags | FrontendFlags.SRC_DENIED }],
+    ];
+  }
+
+  /** A svc id for a group: the one its frontends already use in the maps, else a new one. */
+  private svcIdFor(group: string, members: NatFrontend[]): number {
+    const existing = this.groups.get(group);
+    if (existing) return existing.svcId;
+    for (const f of members) {
+      const inMap = this.feInMap.get(feMapKey(frontendKey(f.addr, f.port, f.proto)));
+      const id = inMap?.value.svcId;
+      if (id !== undefined && !this.svcIdOwner.has(id)) return id;
+    }
+    while (this.svcIdOwner.has(this.nextSvcId) || this.beInMap.has(this.nextSvcId)) this.nextSvcId++;
+    return this.nextSvcId++;
+  }
+
+  /**
+   * Writes what changed since the last flush. With `prune`, map entries that no desired frontend
+   * claims are removed too (after the first full sync of a restarted agent).
+   */
+  flush(opts: { prune?: boolean } = {}): FlushResult {
+    const result: FlushResult = {
+      frontendsWritten: 0,
+      frontendsDeleted: 0,
+      backendsWritten: 0,
+      backendsDeleted: 0,
+      removedBackends: [],
+    };
+    // 1. Regroup the dirty frontends' service ports.
+    const dirtyGroups = new Set<string>();
+    for (const key of this.dirtyKeys) {
+      const f = this.desired.get(key);
+      if (f) dirtyGroups.add(f.group);
+      for (const [g, grp] of this.groups) if (grp.members.has(key)) dirtyGroups.add(g);
+    }
+    const membersOf = new Map<string, NatFrontend[]>();
+    for (const g of dirtyGroups) membersOf.set(g, []);
+    for (const f of this.desired.values()) membersOf.get(f.group)?.push(f);
+
+    const beWrites: [BackendKey, Backend][] = [];
+    const beDeletes: BackendKey[] = [];
+    const freedGroups: Group[] = [];
+    for (const [name, members] of membersOf) {
+      const old = this.groups.get(name);
+      if (members.length === 0) {
+        if (old) freedGroups.push(old);
+        this.groups.delete(name);
+        continue;
+      }
+      const svcId = this.svcIdFor(name, members);
+      const lead = members[0];
+      const backends = [...lead.backends.filter((b) => b.local), ...lead.backends.filter((b) => !b.local)].map((b) => ({
+        addr: b.addr,
+        port: b.port,
+      }));
+      const inMap = this.beInMap.get(svcId) ?? [];
+      backends.forEach((b, ordinal) => {
+        if (!inMap[ordinal] || !sameBe(inMap[ordinal], b)) beWrites.push([{ svcId, ordinal }, b]);
+      });
+      for (let o = backends.length; o < inMap.length; o++) if (inMap[o]) beDeletes.push({ svcId, ordinal: o });
+      this.recordRemoved(inMap, backends, lead.proto, result);
+      const group: Group = {
+        svcId,
+        proto: lead.proto,
+        backends,
+        localCount: lead.backends.filter((b) => b.local).length,
+        members: new Set(members.map((m) => m.key)),
+      };
+      this.groups.set(name, group);
+      this.svcIdOwner.set(svcId, name);
+      this.beInMap.set(svcId, backends);
+    }
+
+    // 2. Backends first.
+    if (beWrites.length) result.backendsWritten += this.nat.backends.setMany(beWrites);
+
+    // 3. Frontends: the entries every dirty key (or, pruning, every key) should have.
+    const wanted = new Map<string, [FrontendKey, Frontend, string]>();
+    const keys = opts.prune ? [...this.desired.keys()] : [...this.dirtyKeys];
+    for (const key of keys) {
+      const f = this.desired.get(key);
+      if (!f) continue;
+      for (const [k, v] of this.entriesOf(f, this.groups.get(f.group)!)) wanted.set(feMapKey(k), [k, v, key]);
+    }
+    const feWrites: [FrontendKey, Frontend][] = [];
+    for (const [mk, [k, v, owner]] of wanted) {
+      const cur = this.feInMap.get(mk);
+      if (!cur || !sameFe(cur.value, v)) feWrites.push([k, v]);
+      this.feInMap.set(mk, { key: k, value: v, owner });
+    }
+    const feDeletes: FrontendKey[] = [];
+    for (const [mk, e] of this.feInMap) {
+      if (wanted.has(mk)) continue;
+      const stale = opts.prune
+        ? !e.owner || !this.desired.has(e.owner)
+        : e.owner !== undefined && this.dirtyKeys.has(e.owner);
+      if (stale) {
+        feDeletes.push(e.key);
+        this.feInMap.delete(mk);
+      }
+    }
+    if (feWrites.length) result.frontendsWritten += this.nat.frontends.setMany(feWrites);
+    if (feDeletes.length) result.frontendsDeleted += this.nat.frontends.deleteMany(feDeletes);
+
+    // 4. Backends nothing counts any more, after the frontends stopped counting them.
+    for (const g of freedGroups) {
+      const list = this.beInMap.get(g.svcId) ?? [];
+      list.forEach((_, ordinal) => beDeletes.push({ svcId: g.svcId, ordinal }));
+      this.recordRemoved(list, [], g.proto, result);
+      this.beInMap.delete(g.svcId);
+      this.svcIdOwner.delete(g.svcId);
+    }
+    if (opts.prune) {
+      const live = new Set([...this.groups.values()].map((g) => g.svcId));
+      for (const [svcId, list] of this.beInMap) {
+        if (live.has(svcId)) continue;
+        list.forEach((_, ordinal) => beDeletes.push({ svcId, ordinal }));
+        this.beInMap.delete(svcId);
+      }
+    }
+    if (beDeletes.length) result.backendsDeleted += this.nat.backends.deleteMany(beDeletes);
+    this.dirtyKeys.clear();
+    // A backend that left one Service but still serves another is not gone.
+    if (result.removedBackends.length) {
+      const inUse = new Set<string>();
+      for (const g of this.groups.values()) for (const b of g.backends) inUse.add(`${b.addr}:${b.port}/${g.proto}`);
+      const seen = new Set<string>();
+      result.removedBackends = result.removedBackends.filter((b) => {
+        const id = `${b.addr}:${b.port}/${b.proto}`;
+        if (inUse.has(id) || seen.has(id)) return false;
+        seen.add(id);
+        return true;
+      });
+    }
+    return result;
+  }
+
+  private recordRemoved(before: Backend[], after: Backend[], proto: number, result: FlushResult): void {
+    for (const b of before) {
+      if (b && !after.some((a) => sameBe(a, b))) result.removedBackends.push({ addr: b.addr, port: b.port, proto });
+    }
+  }
+}

@@ -1,0 +1,156 @@
+// The NAT writer keeps the kernel's NAT maps equal to the desired frontends by difference, in a
+// safe order, and adopts what a previous agent left in the maps.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Collection } from '../../src/bpf/collection.js';
+import { loadObjectFile } from '../../src/bpf/spec.js';
+import { bpfObjectPath } from '../../src/paths.js';
+import { natMaps, frontendKey, FrontendFlags, Proto, type NatMaps } from '../../src/datapath/nat.js';
+import { NatWriter, type NatFrontend } from '../../src/proxy/nat-writer.js';
+import { requirePrivileges } from '../../src/testing/netns.js';
+
+function load(): { coll: Collection; nat: NatMaps } {
+  const coll = Collection.load(loadObjectFile(bpfObjectPath('tc')), { programs: [] });
+  return { coll, nat: natMaps(coll) };
+}
+
+const web = (backends: NatFrontend['backends']): NatFrontend[] => [
+  {
+    key: 'default/web:http/TCP@10.96.0.10:80',
+    group: 'default/web:http/TCP',
+    addr: '10.96.0.10',
+    port: 80,
+    proto: Proto.TCP,
+    flags: 0,
+    affinityTimeout: 0,
+    backends,
+  },
+  {
+    key: 'default/web:http/TCP@*:30080',
+    group: 'default/web:http/TCP',
+    addr: '0.0.0.0',
+    port: 30080,
+    proto: Proto.TCP,
+    flags: FrontendFlags.NODEPORT,
+    affinityTimeout: 0,
+    backends,
+  },
+];
+
+const B = (n: number, local = false) => ({ addr: `10.65.${local ? 1 : 2}.${n}`, port: 8080, local });
+
+test('frontends of one service port share backends, local ones first; unchanged work is not redone', (t) => {
+  if (!requirePrivileges(t)) return;
+  const { coll, nat } = load();
+  t.after(() => coll.close());
+  const w = new NatWriter(nat);
+  for (const f of web([B(1), B(2, true), B(3)])) w.upsert(f);
+  const r1 = w.flush();
+  assert.deepEqual([r1.frontendsWritten, r1.backendsWritten], [2, 3]);
+  const fe = nat.frontends.get(frontendKey('10.96.0.10', 80, Proto.TCP))!;
+  const np = nat.frontends.get(frontendKey('0.0.0.0', 30080, Proto.TCP))!;
+  assert.equal(fe.svcId, np.svcId);
+  assert.deepEqual([fe.count, fe.localCount], [3, 1]);
+  assert.equal(nat.backends.get({ svcId: fe.svcId, ordinal: 0 })?.addr, '10.65.1.2', 'the local backend first');
+
+  // Same content again: nothing written.
+  for (const f of web([B(1), B(2, true), B(3)])) w.upsert(f);
+  const r2 = w.flush();
+  assert.deepEqual([r2.frontendsWritten, r2.backendsWritten, r2.backendsDeleted], [0, 0, 0]);
+
+  // One backend replaced: one backend entry, no frontend (the counts did not change).
+  for (const f of web([B(1), B(2, true), B(4)])) w.upsert(f);
+  const r3 = w.flush();
+  assert.deepEqual([r3.frontendsWritten, r3.backendsWritten, r3.backendsDeleted], [0, 1, 0]);
+  assert.deepEqual(r3.removedBackends, [{ addr: '10.65.2.3', port: 8080, proto: Proto.TCP }]);
+
+  // Shrink: the frontends' counts change, the stale ordinal goes after them.
+  for (const f of web([B(2, true)])) w.upsert(f);
+  const r4 = w.flush();
+  assert.deepEqual([r4.frontendsWritten, r4.backendsDeleted], [2, 2]);
+  assert.equal(nat.frontends.get(frontendKey('10.96.0.10', 80, Proto.TCP))?.count, 1);
+  assert.equal([...nat.backends.keys()].length, 1);
+
+  // Gone: every entry removed.
+  for (const f of web([])) w.remove(f.key);
+  w.flush();
+  assert.equal([...nat.frontends.keys()].length, 0);
+  assert.equal([...nat.backends.keys()].length, 0);
+});
+
+test('backends are written before frontends and removed after them', (t) => {
+  if (!requirePrivileges(t)) return;
+  const { coll, nat } = load();
+  t.after(() => coll.close());
+  const log: string[] = [];
+  const spy = <T extends object>(name: string, m: T): T =>
+    new Proxy(m, {
+      get(target, prop, recv) {
+        const v = Reflect.get(target, prop, recv);
+        if (typeof v !== 'function' || !['setMany', 'deleteMany'].includes(String(prop)))
+          return typeof v === 'function' ? v.bind(target) : v;
+        return (...args: unknown[]) => {
+          log.push(`${name}.${String(prop)}`);
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+  const w = new NatWriter({ ...nat, frontends: spy('fe', nat.frontends), backends: spy('be', nat.backends) });
+  for (const f of web([B(1), B(2)])) w.upsert(f);
+  w.flush();
+  for (const f of web([B(1)])) w.upsert(f);
+  w.flush();
+  assert.deepEqual(log, ['be.setMany', 'fe.setMany', 'fe.setMany', 'be.deleteMany']);
+});
+
+test('a restarted writer adopts the maps: nothing rewritten, stale entries pruned', (t) => {
+  if (!requirePrivileges(t)) return;
+  const { coll, nat } = load();
+  t.after(() => coll.close());
+  const first = new NatWriter(nat);
+  for (const f of web([B(1), B(2)])) first.upsert(f);
+  first.upsert({
+    key: 'old/gone:x/UDP@10.96.0.99:53',
+    group: 'old/gone:x/UDP',
+    addr: '10.96.0.99',
+    port: 53,
+    proto: Proto.UDP,
+    flags: 0,
+    affinityTimeout: 0,
+    backends: [B(9)],
+  });
+  first.flush();
+  const svcId = nat.frontends.get(frontendKey('10.96.0.10', 80, Proto.TCP))!.svcId;
+
+  const second = new NatWriter(nat);
+  for (const f of web([B(1), B(2)])) second.upsert(f);
+  const r = second.flush({ prune: true });
+  assert.deepEqual([r.frontendsWritten, r.backendsWritten], [0, 0], 'unchanged Services are not rewritten');
+  assert.equal(r.frontendsDeleted, 1, 'the Service that disappeared meanwhile is removed');
+  assert.equal(nat.frontends.get(frontendKey('10.96.0.10', 80, Proto.TCP))!.svcId, svcId, 'same svc id');
+  assert.equal(nat.frontends.get(frontendKey('10.96.0.99', 53, Proto.UDP)), undefined);
+  assert.equal([...nat.backends.keys()].length, 2);
+});
+
+test('loadBalancerSourceRanges become allowed-source entries plus a deny entry', (t) => {
+  if (!requirePrivileges(t)) return;
+  const { coll, nat } = load();
+  t.after(() => coll.close());
+  const w = new NatWriter(nat);
+  w.upsert({
+    key: 'lb',
+    group: 'g',
+    addr: '192.168.77.64',
+    port: 443,
+    proto: Proto.TCP,
+    flags: FrontendFlags.EXTERNAL,
+    affinityTimeout: 0,
+    sourceRanges: ['192.168.77.0/24', '10.0.0.0/8'],
+    backends: [B(1)],
+  });
+  w.flush();
+  const entries = [...nat.frontends.entries()]
+    .map(([k, v]) => `${k.src}/${k.prefixlen - 64} ${v.flags & FrontendFlags.SRC_DENIED ? 'deny' : 'allow'}`)
+    .sort();
+  assert.deepEqual(entries, ['0.0.0.0/0 deny', '10.0.0.0/8 allow', '192.168.77.0/24 allow']);
+});
