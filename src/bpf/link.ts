@@ -4,7 +4,7 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { BpfError } from './errors.js';
 import { O_CLOEXEC, O_DIRECTORY, O_RDONLY, errno, open } from './libc.js';
-import { AttachType, bpf, closeFd, Cmd, newAttr, objGet, objInfo, objPin } from './syscall.js';
+import { AttachType, bpf, closeFd, Cmd, newAttr, objGet, objInfo, objPin, writePtr } from './syscall.js';
 import type { Program } from './program.js';
 
 export type LinkKind = 'tcx' | 'xdp' | 'cgroup' | 'other';
@@ -96,6 +96,26 @@ export type Direction = 'ingress' | 'egress';
 export function attachTcx(prog: Program, ifindex: number, direction: Direction): Link {
   const type = direction === 'ingress' ? AttachType.TCX_INGRESS : AttachType.TCX_EGRESS;
   return linkCreate(prog.fd, ifindex, type, 0, `${prog.name} tcx/${direction} ifindex ${ifindex}`);
+}
+
+/** Programs (and their links) attached with tcx to one hook of an interface, in run order. */
+export function queryTcx(
+  ifindex: number,
+  direction: Direction,
+): { progIds: number[]; linkIds: number[]; revision: bigint } {
+  const max = 64;
+  const progIds = Buffer.alloc(4 * max);
+  const linkIds = Buffer.alloc(4 * max);
+  const attr = newAttr();
+  attr.writeUInt32LE(ifindex, 0);
+  attr.writeUInt32LE(direction === 'ingress' ? AttachType.TCX_INGRESS : AttachType.TCX_EGRESS, 4);
+  writePtr(attr, 16, progIds);
+  attr.writeUInt32LE(max, 24);
+  writePtr(attr, 40, linkIds);
+  bpf(Cmd.PROG_QUERY, attr, 'BPF_PROG_QUERY', `tcx/${direction} ifindex ${ifindex}`);
+  const n = attr.readUInt32LE(24);
+  const ids = (b: Buffer) => Array.from({ length: n }, (_, i) => b.readUInt32LE(4 * i));
+  return { progIds: ids(progIds), linkIds: ids(linkIds), revision: attr.readBigUInt64LE(56) };
 }
 
 export const XdpMode = { AUTO: 0, SKB: 2, DRV: 4 } as const;

@@ -133,7 +133,12 @@ export class NodeDatapath {
       }
       if (existing) this.detachOne(existing);
       const a: Attachment = { ifname, ifindex, role, direction };
-      if (this.mode === 'tcx') {
+      const adopted = this.mode === 'tcx' ? this.adoptPinnedLink(ifname, ifindex, direction) : undefined;
+      if (adopted) {
+        // A previous agent's link: the new program replaces the old in place, no gap between.
+        adopted.update(prog);
+        a.link = adopted;
+      } else if (this.mode === 'tcx') {
         a.link = this.inNs(() => attachTcx(prog, ifindex, direction));
         mkdirSync(path.dirname(this.linkPin(ifname, direction)), { recursive: true });
         rmSync(this.linkPin(ifname, direction), { force: true });
@@ -151,6 +156,49 @@ export class NodeDatapath {
         });
       }
       this.attachments.set(key, a);
+    }
+  }
+
+  /** The link a previous agent pinned for this interface, if it is still attached to it. */
+  private adoptPinnedLink(ifname: string, ifindex: number, direction: Direction): Link | undefined {
+    const pin = this.linkPin(ifname, direction);
+    if (!existsSync(pin)) return undefined;
+    const link = Link.openPinned(pin);
+    const info = link.info();
+    const want = direction === 'ingress' ? AttachType.TCX_INGRESS : AttachType.TCX_EGRESS;
+    if (info.ifindex === ifindex && info.attachType === want) return link;
+    // The interface was recreated (same name, new ifindex): the old link is defunct.
+    link.close();
+    rmSync(pin, { force: true });
+    return undefined;
+  }
+
+  /** Interfaces a previous agent attached to (from its pinned links), for cleanup of gone ones. */
+  pinnedInterfaces(): string[] {
+    const dir = path.join(this.config.pinRoot, 'links');
+    if (!existsSync(dir)) return [];
+    const names = new Set<string>();
+    for (const f of readdirSync(dir)) {
+      const at = f.lastIndexOf('@');
+      if (at > 0) names.add(decodeURIComponent(f.slice(0, at)));
+    }
+    return [...names];
+  }
+
+  /** Removes a pinned link left for an interface this agent no longer serves. */
+  dropPinned(ifname: string): void {
+    for (const direction of ['ingress', 'egress'] as const) {
+      const pin = this.linkPin(ifname, direction);
+      if (!existsSync(pin)) continue;
+      const link = Link.openPinned(pin);
+      try {
+        link.detach();
+      } catch (err) {
+        if (!(err instanceof BpfError)) throw err;
+      } finally {
+        link.close();
+        rmSync(pin, { force: true });
+      }
     }
   }
 
