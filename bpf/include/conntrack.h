@@ -59,7 +59,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct sl_ct_key);
 	__type(value, struct sl_ct);
-	__uint(max_entries, 512 * 1024);
+	__uint(max_entries, 512000); /* Calico's bpfMapSizeConntrack default */
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_ct_v1 SEC(".maps");
 

@@ -1,0 +1,119 @@
+// The agent's HTTP endpoints: Felix-style liveness/readiness, kube-proxy-style /healthz (so
+// load balancers and existing probes keep working after kube-proxy is gone), Prometheus metrics,
+// and one health-check server per externalTrafficPolicy Local Service (healthCheckNodePort).
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { AgentMetrics } from './metrics.js';
+
+export interface HealthState {
+  /** Set once the first full sync reached the datapath. */
+  ready: boolean;
+  /** Time of the last successful datapath sync (ms since epoch). */
+  lastSyncMs: number;
+  /** Whether an update is pending longer than it should. */
+  stale(): boolean;
+}
+
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+function listen(port: number, host: string, handler: Handler): Promise<http.Server> {
+  const server = http.createServer(handler);
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}
+
+function close(s: http.Server | undefined): Promise<void> {
+  return new Promise((resolve) => (s ? s.close(() => resolve()) : resolve()));
+}
+
+function send(res: http.ServerResponse, code: number, body: unknown, type = 'application/json'): void {
+  res.writeHead(code, { 'Content-Type': type });
+  res.end(typeof body === 'string' ? body : JSON.stringify(body));
+}
+
+export interface HealthCheckService {
+  namespace: string;
+  name: string;
+  localEndpoints: number;
+}
+
+export class HealthServers {
+  private servers: http.Server[] = [];
+  private readonly hcServers = new Map<number, { server: http.Server; svc: HealthCheckService }>();
+
+  constructor(
+    private readonly state: HealthState,
+    private readonly metrics: AgentMetrics,
+    private readonly host = '0.0.0.0',
+  ) {}
+
+  async start(opts: { healthPort?: number; healthzPort?: number; metricsPort?: number }): Promise<void> {
+    if (opts.healthPort) {
+      this.servers.push(
+        await listen(opts.healthPort, this.host, (req, res) => {
+          if (req.url === '/liveness') send(res, 200, { live: true });
+          else if (req.url === '/readiness') send(res, this.state.ready ? 200 : 503, { ready: this.state.ready });
+          else send(res, 404, { error: 'not found' });
+        }),
+      );
+    }
+    if (opts.healthzPort) {
+      this.servers.push(
+        await listen(opts.healthzPort, this.host, (req, res) => {
+          // kube-proxy answers 200 while its rules are fresh, 503 when an update is overdue.
+          const body = { lastUpdated: new Date(this.state.lastSyncMs).toISOString(), currentTime: new Date().toISOString() };
+          if (req.url === '/healthz' || req.url === '/livez') send(res, this.state.ready && !this.state.stale() ? 200 : 503, body);
+          else send(res, 404, { error: 'not found' });
+        }),
+      );
+    }
+    if (opts.metricsPort) {
+      this.servers.push(
+        await listen(opts.metricsPort, this.host, (req, res) => {
+          if (req.url !== '/metrics') return send(res, 404, 'not found\n', 'text/plain');
+          this.metrics.registry.metrics().then(
+            (text) => send(res, 200, text, this.metrics.registry.contentType),
+            (err: unknown) => send(res, 500, String(err), 'text/plain'),
+          );
+        }),
+      );
+    }
+  }
+
+  /** The listening port of the i-th server started (tests start them on port 0). */
+  port(i: number): number {
+    return (this.servers[i].address() as AddressInfo).port;
+  }
+
+  /** Keeps one server per healthCheckNodePort: 200 while the Service has local endpoints. */
+  async setHealthChecks(wanted: Map<number, HealthCheckService>): Promise<void> {
+    for (const [port, entry] of this.hcServers) {
+      if (!wanted.has(port)) {
+        await close(entry.server);
+        this.hcServers.delete(port);
+      }
+    }
+    for (const [port, svc] of wanted) {
+      const have = this.hcServers.get(port);
+      if (have) {
+        have.svc = svc;
+        continue;
+      }
+      const entry = { svc, server: undefined as unknown as http.Server };
+      entry.server = await listen(port, this.host, (_req, res) => {
+        const s = entry.svc;
+        send(res, s.localEndpoints > 0 ? 200 : 503, { service: { namespace: s.namespace, name: s.name }, localEndpoints: s.localEndpoints });
+      });
+      this.hcServers.set(port, entry);
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.servers) await close(s);
+    for (const e of this.hcServers.values()) await close(e.server);
+    this.servers = [];
+    this.hcServers.clear();
+  }
+}
