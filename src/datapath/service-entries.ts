@@ -38,7 +38,8 @@ export function writeFrontend(nat: NatMaps, s: FrontendSpec): void {
     affinityTimeout: s.affinityTimeout ?? 0,
     flags: s.flags ?? 0,
   };
-  if (s.sourceRanges?.length) {
+  // A 0.0.0.0/0 range allows everyone: no deny entry (it would share that range's key).
+  if (s.sourceRanges?.length && !s.sourceRanges.some((r) => r.endsWith('/0'))) {
     for (const r of s.sourceRanges) nat.frontends.set(frontendKey(s.addr, s.port, s.proto, r), value);
     nat.frontends.set(frontendKey(s.addr, s.port, s.proto), {
       ...value,

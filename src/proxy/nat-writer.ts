@@ -112,7 +112,9 @@ export class NatWriter {
       affinityTimeout: f.affinityTimeout,
       flags: f.flags,
     };
-    if (!f.sourceRanges?.length) return [[frontendKey(f.addr, f.port, f.proto), value]];
+    // A 0.0.0.0/0 range allows everyone: no deny entry (it would share that range's key).
+    if (!f.sourceRanges?.length || f.sourceRanges.some((r) => r.endsWith('/0')))
+      return [[frontendKey(f.addr, f.port, f.proto), value]];
     return [
       ...f.sourceRanges.map((r) => [frontendKey(f.addr, f.port, f.proto, r), value] as [FrontendKey, Frontend]),
       [frontendKey(f.addr, f.port, f.proto), { ...value, flags: value.flags | FrontendFlags.SRC_DENIED }],
