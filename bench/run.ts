@@ -5,6 +5,7 @@ import path from 'node:path';
 import { packageRoot } from '../src/paths.js';
 import { benchMapUpdates } from './map-updates.js';
 import { benchPacketCost } from './datapath.js';
+import { benchAgentSync } from './agent-sync.js';
 import { benchThroughput } from './throughput.js';
 
 const quick = process.argv.includes('--quick');
@@ -29,6 +30,20 @@ if (mapUpdates.c) {
       `${(mapUpdates.batchOverC! * 100).toFixed(0)}% (batch) of C`,
   );
 }
+
+console.log(
+  `control plane: ${quick ? '1,000' : '10,000'} Services x 10 endpoints into the maps, then 1,000 single-endpoint changes...`,
+);
+const agentSync = benchAgentSync(quick ? 1000 : 10_000, 10, 1000);
+console.log(
+  `  initial sync: ${agentSync.initialSyncSeconds.toFixed(2)} s (${agentSync.frontends} frontends, ${agentSync.backends} backends)`,
+);
+console.log(
+  `  one endpoint change, event to maps: p50 ${agentSync.changeMs.p50.toFixed(2)} ms, p99 ${agentSync.changeMs.p99.toFixed(2)} ms, max ${agentSync.changeMs.max.toFixed(2)} ms`,
+);
+console.log(
+  `  memory: RSS ${agentSync.rssMB.toFixed(0)} MB, heap ${agentSync.heapMB.toFixed(0)} MB (the bench's own copies of the objects included)`,
+);
 
 console.log('per-packet cost from test-run (kernel-measured)...');
 const packetCost = benchPacketCost(quick ? 20_000 : 200_000, quick ? 5_000 : 20_000);

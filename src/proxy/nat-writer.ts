@@ -67,11 +67,19 @@ interface Group {
 export class NatWriter {
   private readonly desired = new Map<string, NatFrontend>();
   private readonly dirtyKeys = new Set<string>();
+  /** Desired frontend keys per group, kept as frontends come and go. */
+  private readonly membersByGroup = new Map<string, Set<string>>();
+  /** The group each key had at the last flush (a key can move between groups). */
+  private readonly flushedGroup = new Map<string, string>();
+  /** Map entries (feMapKey) each frontend key wrote at the last flush. */
+  private readonly entriesOfKey = new Map<string, string[]>();
   /** What the maps hold, as we know it (adopted at start, then kept in step). */
   private readonly feInMap = new Map<string, { key: FrontendKey; value: Frontend; owner?: string }>();
   private readonly beInMap = new Map<number, Backend[]>();
   private readonly groups = new Map<string, Group>();
   private readonly svcIdOwner = new Map<number, string>();
+  /** How many groups use each backend (addr:port/proto), so a removal is known to be final. */
+  private readonly backendRefs = new Map<string, number>();
   private nextSvcId = 1;
 
   constructor(private readonly nat: NatMaps) {
@@ -92,12 +100,23 @@ export class NatWriter {
   }
 
   upsert(f: NatFrontend): void {
+    const prev = this.desired.get(f.key);
+    if (prev && prev.group !== f.group) this.membersByGroup.get(prev.group)?.delete(f.key);
     this.desired.set(f.key, f);
+    let members = this.membersByGroup.get(f.group);
+    if (!members) this.membersByGroup.set(f.group, (members = new Set()));
+    members.add(f.key);
     this.dirtyKeys.add(f.key);
   }
 
   remove(key: string): void {
-    if (this.desired.delete(key)) this.dirtyKeys.add(key);
+    const prev = this.desired.get(key);
+    if (!prev) return;
+    this.desired.delete(key);
+    const members = this.membersByGroup.get(prev.group);
+    members?.delete(key);
+    if (members?.size === 0) this.membersByGroup.delete(prev.group);
+    this.dirtyKeys.add(key);
   }
 
   has(key: string): boolean {
@@ -135,8 +154,9 @@ export class NatWriter {
   }
 
   /**
-   * Writes what changed since the last flush. With `prune`, map entries that no desired frontend
-   * claims are removed too (after the first full sync of a restarted agent).
+   * Writes what changed since the last flush: work proportional to the change, not to the number
+   * of Services. With `prune`, map entries that no desired frontend claims are removed too (after
+   * the first full sync of a restarted agent).
    */
   flush(opts: { prune?: boolean } = {}): FlushResult {
     const result: FlushResult = {
@@ -146,47 +166,49 @@ export class NatWriter {
       backendsDeleted: 0,
       removedBackends: [],
     };
-    // 1. Regroup the dirty frontends' service ports.
+    // 1. The groups touched: those of the dirty keys, now and at the last flush.
     const dirtyGroups = new Set<string>();
     for (const key of this.dirtyKeys) {
       const f = this.desired.get(key);
       if (f) dirtyGroups.add(f.group);
-      for (const [g, grp] of this.groups) if (grp.members.has(key)) dirtyGroups.add(g);
+      const before = this.flushedGroup.get(key);
+      if (before !== undefined) dirtyGroups.add(before);
     }
-    const membersOf = new Map<string, NatFrontend[]>();
-    for (const g of dirtyGroups) membersOf.set(g, []);
-    for (const f of this.desired.values()) membersOf.get(f.group)?.push(f);
-
+    const rewrite = new Set<string>(opts.prune ? this.desired.keys() : this.dirtyKeys);
     const beWrites: [BackendKey, Backend][] = [];
     const beDeletes: BackendKey[] = [];
     const freedGroups: Group[] = [];
-    for (const [name, members] of membersOf) {
+    for (const name of dirtyGroups) {
       const old = this.groups.get(name);
-      if (members.length === 0) {
+      const memberKeys = this.membersByGroup.get(name);
+      if (!memberKeys || memberKeys.size === 0) {
+        this.countRefs(old, -1);
         if (old) freedGroups.push(old);
         this.groups.delete(name);
         continue;
       }
+      const members = [...memberKeys].map((k) => this.desired.get(k)!);
       const svcId = this.svcIdFor(name, members);
       const lead = members[0];
       const backends = [...lead.backends.filter((b) => b.local), ...lead.backends.filter((b) => !b.local)].map((b) => ({
         addr: b.addr,
         port: b.port,
       }));
+      const localCount = lead.backends.filter((b) => b.local).length;
       const inMap = this.beInMap.get(svcId) ?? [];
       backends.forEach((b, ordinal) => {
         if (!inMap[ordinal] || !sameBe(inMap[ordinal], b)) beWrites.push([{ svcId, ordinal }, b]);
       });
       for (let o = backends.length; o < inMap.length; o++) if (inMap[o]) beDeletes.push({ svcId, ordinal: o });
       this.recordRemoved(inMap, backends, lead.proto, result);
-      const group: Group = {
-        svcId,
-        proto: lead.proto,
-        backends,
-        localCount: lead.backends.filter((b) => b.local).length,
-        members: new Set(members.map((m) => m.key)),
-      };
+      // Every frontend of a group counts its backends: a new count rewrites them all.
+      if (!old || old.backends.length !== backends.length || old.localCount !== localCount || old.svcId !== svcId) {
+        for (const k of memberKeys) rewrite.add(k);
+      }
+      this.countRefs(old, -1);
+      const group: Group = { svcId, proto: lead.proto, backends, localCount, members: new Set(memberKeys) };
       this.groups.set(name, group);
+      this.countRefs(group, 1);
       this.svcIdOwner.set(svcId, name);
       this.beInMap.set(svcId, backends);
     }
@@ -194,30 +216,38 @@ export class NatWriter {
     // 2. Backends first.
     if (beWrites.length) result.backendsWritten += this.nat.backends.setMany(beWrites);
 
-    // 3. Frontends: the entries every dirty key (or, pruning, every key) should have.
-    const wanted = new Map<string, [FrontendKey, Frontend, string]>();
-    const keys = opts.prune ? [...this.desired.keys()] : [...this.dirtyKeys];
-    for (const key of keys) {
-      const f = this.desired.get(key);
-      if (!f) continue;
-      for (const [k, v] of this.entriesOf(f, this.groups.get(f.group)!)) wanted.set(feMapKey(k), [k, v, key]);
-    }
+    // 3. Frontends: the entries of every key to rewrite; stale entries of those keys go.
     const feWrites: [FrontendKey, Frontend][] = [];
-    for (const [mk, [k, v, owner]] of wanted) {
-      const cur = this.feInMap.get(mk);
-      if (!cur || !sameFe(cur.value, v)) feWrites.push([k, v]);
-      this.feInMap.set(mk, { key: k, value: v, owner });
-    }
     const feDeletes: FrontendKey[] = [];
-    for (const [mk, e] of this.feInMap) {
-      if (wanted.has(mk)) continue;
-      const stale = opts.prune
-        ? !e.owner || !this.desired.has(e.owner)
-        : e.owner !== undefined && this.dirtyKeys.has(e.owner);
-      if (stale) {
-        feDeletes.push(e.key);
-        this.feInMap.delete(mk);
+    const dropEntry = (mk: string) => {
+      const e = this.feInMap.get(mk);
+      if (!e) return;
+      feDeletes.push(e.key);
+      this.feInMap.delete(mk);
+    };
+    for (const key of new Set([...rewrite, ...this.dirtyKeys])) {
+      const f = this.desired.get(key);
+      const before = this.entriesOfKey.get(key) ?? [];
+      if (!f) {
+        before.forEach(dropEntry);
+        this.entriesOfKey.delete(key);
+        this.flushedGroup.delete(key);
+        continue;
       }
+      const now: string[] = [];
+      for (const [k, v] of this.entriesOf(f, this.groups.get(f.group)!)) {
+        const mk = feMapKey(k);
+        now.push(mk);
+        const cur = this.feInMap.get(mk);
+        if (!cur || !sameFe(cur.value, v)) feWrites.push([k, v]);
+        this.feInMap.set(mk, { key: k, value: v, owner: key });
+      }
+      for (const mk of before) if (!now.includes(mk) && this.feInMap.get(mk)?.owner === key) dropEntry(mk);
+      this.entriesOfKey.set(key, now);
+      this.flushedGroup.set(key, f.group);
+    }
+    if (opts.prune) {
+      for (const [mk, e] of [...this.feInMap]) if (!e.owner || !this.desired.has(e.owner)) dropEntry(mk);
     }
     if (feWrites.length) result.frontendsWritten += this.nat.frontends.setMany(feWrites);
     if (feDeletes.length) result.frontendsDeleted += this.nat.frontends.deleteMany(feDeletes);
@@ -242,17 +272,25 @@ export class NatWriter {
     this.dirtyKeys.clear();
     // A backend that left one Service but still serves another is not gone.
     if (result.removedBackends.length) {
-      const inUse = new Set<string>();
-      for (const g of this.groups.values()) for (const b of g.backends) inUse.add(`${b.addr}:${b.port}/${g.proto}`);
       const seen = new Set<string>();
       result.removedBackends = result.removedBackends.filter((b) => {
         const id = `${b.addr}:${b.port}/${b.proto}`;
-        if (inUse.has(id) || seen.has(id)) return false;
+        if ((this.backendRefs.get(id) ?? 0) > 0 || seen.has(id)) return false;
         seen.add(id);
         return true;
       });
     }
     return result;
+  }
+
+  private countRefs(g: Group | undefined, delta: number): void {
+    if (!g) return;
+    for (const b of g.backends) {
+      const id = `${b.addr}:${b.port}/${g.proto}`;
+      const n = (this.backendRefs.get(id) ?? 0) + delta;
+      if (n > 0) this.backendRefs.set(id, n);
+      else this.backendRefs.delete(id);
+    }
   }
 
   private recordRemoved(before: Backend[], after: Backend[], proto: number, result: FlushResult): void {
