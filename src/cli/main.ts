@@ -8,7 +8,9 @@ import { BpfError } from '../bpf/errors.js';
 import { DEFAULT_BPFFS_ROOT, packageRoot } from '../paths.js';
 import { countersCommand, featuresCommand } from './bpf-commands.js';
 import { conntrackDump, natDump, routesDump } from './datapath-dump.js';
+import { agentCommand, type AgentCommandOptions } from './agent.js';
 import { demoDown, runDemo } from './demo.js';
+import { registerEchoCommand, registerLabCommands } from './lab.js';
 import { CliError, outputFormats, stdio, type OutputFormat } from './output.js';
 
 function packageVersion(): string {
@@ -78,6 +80,22 @@ export function buildProgram(): Command {
       .addOption(outputOption())
       .action((opts: { pinRoot: string; output: OutputFormat }) => fn(opts));
   }
+
+  registerLabCommands(program);
+  registerEchoCommand(program);
+
+  program
+    .command('agent')
+    .description("run the node agent: program this node's datapath from the cluster (or a lab) and keep it in step")
+    .option('--node-name <name>', 'this node (default: $NODENAME)')
+    .option('--node-ip <ip>', "this node's IP (default: its Node object's InternalIP)")
+    .option('--lab <name>', "watch a lab's local store instead of the Kubernetes API")
+    .option('--kubeconfig <file>', 'kubeconfig (default: $KUBECONFIG, else in-cluster)')
+    .option('--pin-root <dir>', 'bpffs directory for maps and links', DEFAULT_BPFFS_ROOT)
+    .option('--cgroup <dir>', 'a sub-cgroup whose processes get connect-time load balancing')
+    .option('--log-level <level>', 'debug, info, warn, error')
+    .option('--host-netns', "allow running in the machine's own network namespace (a real node; the DaemonSet sets it)")
+    .action((opts: AgentCommandOptions) => agentCommand(opts));
 
   program
     .command('version')

@@ -442,6 +442,12 @@ export class Topology {
     return labDir(name);
   }
 
+  /** Where processes started in the lab are recorded (for a ProcessRecorder of another process). */
+  static procsDir(name: string): string {
+    checkLabName(name);
+    return procsDir(name);
+  }
+
   /**
    * The lab `name` as recorded in its state file, or undefined if there is none. Makes no
    * changes; ifindexes are read when the namespaces exist, and the result counts as running

@@ -1,0 +1,441 @@
+// The node agent: watches the datastore, computes what this node's datapath must hold and keeps
+// the BPF maps and attachments exactly in step, by difference. Data flows one way:
+//   datastore events -> trackers (services, nodes, config) -> sync -> NAT writer, routes,
+//   interfaces -> maps and programs.
+// The datapath lives in pinned maps and links, so the agent can die and restart without
+// breaking traffic: on start it adopts what is pinned and reconciles by difference.
+import type { Logger } from 'pino';
+import { NodeDatapath } from '../datapath/node.js';
+import { cidrKey, RouteFlags, type Route, type RouteKey } from '../datapath/routes.js';
+import { Proto } from '../datapath/nat.js';
+import { COUNTERS_MAP, CT_MAP, NAT_AFF_MAP, NAT_BE_MAP, NAT_FE_MAP, ROUTES_MAP } from '../datapath/index.js';
+import { readCounters } from '../datapath/counters.js';
+import { ServiceChangeTracker } from '../proxy/tracker.js';
+import { toNatFrontend } from '../proxy/model.js';
+import { NatWriter } from '../proxy/nat-writer.js';
+import { ConfigStore, datapathSettings, resolveConntrackTimeouts, type Config } from './config.js';
+import { scanConntrack } from './conntrack-scanner.js';
+import { readNodeNetwork, type NodeNetwork } from './interfaces.js';
+import { AgentMetrics } from './metrics.js';
+import { HealthServers, type HealthCheckService } from './health.js';
+import { AGENT_KINDS, type Datastore, type KubeObject, type Watch, type WatchEvent } from './datastore/types.js';
+import { DEFAULT_BPFFS_ROOT } from '../paths.js';
+
+export interface AgentOptions {
+  nodeName: string;
+  /** The node's IP; by default its Node object's InternalIP. */
+  nodeIp?: string;
+  datastore: Datastore;
+  logger: Logger;
+  pinRoot?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Host-side names of pod interfaces (Calico's cali*, the lab's slw*). */
+  workloadPrefixes?: string[];
+  /** A sub-cgroup whose processes get connect-time load balancing (never a cgroup root). */
+  cgroup?: string;
+  /** Port overrides (0 = any free port, tests); by default from the configuration. */
+  ports?: { health?: number; healthz?: number; metrics?: number };
+  intervals?: { conntrackScanMs?: number; interfacePollMs?: number; countersMs?: number };
+}
+
+interface NodeInfo {
+  ip?: string;
+  podCidrs: string[];
+}
+
+const routeId = (k: RouteKey) => `${k.addr}/${k.prefixlen}`;
+const sameRoute = (a: Route, b: Route) => a.flags === b.flags && a.ifindex === b.ifindex && a.nextHop === b.nextHop;
+
+export class Agent {
+  readonly metrics = new AgentMetrics();
+  private readonly log: Logger;
+  private readonly config: ConfigStore;
+  private readonly tracker: ServiceChangeTracker;
+  private readonly felix = new Map<string, KubeObject>();
+  private readonly nodes = new Map<string, NodeInfo>();
+  private datapath: NodeDatapath | undefined;
+  private writer: NatWriter | undefined;
+  private watch: Watch | undefined;
+  private network: NodeNetwork | undefined;
+  private attached = new Map<string, { ifindex: number; role: 'workload' | 'host' }>();
+  private routesInMap = new Map<string, [RouteKey, Route]>();
+  private healthChecks = new Map<number, HealthCheckService>();
+  private readonly health: HealthServers;
+  private timers: NodeJS.Timeout[] = [];
+  private syncScheduled = false;
+  private pendingSince = 0;
+  private synced = false;
+  private firstSyncDone = false;
+  private stopped = false;
+  private syncing: Promise<void> = Promise.resolve();
+  readonly state = {
+    ready: false,
+    lastSyncMs: 0,
+    stale: () => this.pendingSince > 0 && Date.now() - this.pendingSince > 30_000,
+  };
+
+  constructor(private readonly opts: AgentOptions) {
+    this.log = opts.logger;
+    this.config = new ConfigStore(opts.nodeName, opts.env ?? process.env);
+    this.tracker = new ServiceChangeTracker({ nodeName: opts.nodeName, nodeIPs: opts.nodeIp ? [opts.nodeIp] : [] });
+    this.health = new HealthServers(this.state, this.metrics);
+  }
+
+  get cfg(): Config {
+    return this.config.current();
+  }
+
+  get pinRoot(): string {
+    return this.opts.pinRoot ?? DEFAULT_BPFFS_ROOT;
+  }
+
+  async start(): Promise<void> {
+    const c = this.cfg;
+    await this.health.start({
+      healthPort: this.opts.ports?.health ?? (c.healthEnabled ? c.healthPort : undefined),
+      healthzPort: this.opts.ports?.healthz ?? c.bpfKubeProxyHealthzPort,
+      metricsPort: this.opts.ports?.metrics ?? (c.prometheusMetricsEnabled ? c.prometheusMetricsPort : undefined),
+    });
+    this.watch = this.opts.datastore.watch(AGENT_KINDS, (ev) => this.onEvent(ev), {
+      onSynced: (rv) => {
+        this.log.info({ resourceVersion: rv }, 'datastore in sync');
+        if (this.synced) this.metrics.resyncs.inc({ reason: 'relist' });
+        this.synced = true;
+        this.scheduleSync();
+      },
+      onError: (err) => this.log.error({ err }, 'datastore watch error'),
+    });
+    await this.watch.synced;
+    const iv = this.opts.intervals ?? {};
+    this.timers.push(setInterval(() => this.pollInterfaces(), iv.interfacePollMs ?? 1000));
+    this.timers.push(setInterval(() => this.scanConntrack(), iv.conntrackScanMs ?? 10_000));
+    this.timers.push(setInterval(() => this.updateCounters(), iv.countersMs ?? 5000));
+    for (const t of this.timers) t.unref();
+    await this.whenSynced();
+  }
+
+  /** Resolves after the sync that is pending (or running) now has finished. */
+  async whenSynced(): Promise<void> {
+    for (let i = 0; i < 1000 && (this.syncScheduled || this.pendingSince > 0); i++) {
+      await this.syncing;
+      await new Promise((r) => setImmediate(r));
+    }
+    await this.syncing;
+  }
+
+  /** Stops watching; the datapath keeps running from its pins unless `detach`. */
+  async stop(opts: { detach?: boolean } = {}): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.watch?.stop();
+    await this.syncing;
+    await this.health.stop();
+    if (opts.detach) this.datapath?.close({ unpin: true });
+    else {
+      this.datapath?.tc.close();
+      this.datapath?.ctlb.close();
+    }
+  }
+
+  private onEvent(ev: WatchEvent): void {
+    this.metrics.events.inc({ kind: ev.kind, type: ev.type });
+    const o = ev.object as KubeObject & { metadata?: { name?: string } };
+    const prevMap = (m: Map<string, KubeObject>, key: string) => m.get(key);
+    switch (ev.kind) {
+      case 'Service':
+      case 'EndpointSlice': {
+        const key = `${o.metadata && 'namespace' in o.metadata ? o.metadata.namespace : ''}/${o.metadata?.name}`;
+        const store = ev.kind === 'Service' ? this.services : this.slices;
+        const prev = prevMap(store, key);
+        if (ev.type === 'DELETED') store.delete(key);
+        else store.set(key, o);
+        const cur = ev.type === 'DELETED' ? undefined : o;
+        if (ev.kind === 'Service') this.tracker.onServiceUpdate(prev as never, cur as never);
+        else this.tracker.onEndpointSliceUpdate(prev as never, cur as never);
+        break;
+      }
+      case 'Node':
+        this.onNode(ev.type, o);
+        break;
+      case 'FelixConfiguration':
+        if (ev.type === 'DELETED') this.felix.delete(o.metadata?.name ?? '');
+        else this.felix.set(o.metadata?.name ?? '', o);
+        this.onConfig();
+        break;
+      default:
+        return; // Pods, Namespaces and policies are the policy engine's (a later issue)
+    }
+    this.scheduleSync();
+  }
+
+  private readonly services = new Map<string, KubeObject>();
+  private readonly slices = new Map<string, KubeObject>();
+
+  private onNode(type: string, o: KubeObject): void {
+    const n = o as {
+      metadata?: { name?: string };
+      spec?: { podCIDR?: string; podCIDRs?: string[] };
+      status?: { addresses?: { type: string; address: string }[] };
+    };
+    const name = n.metadata?.name ?? '';
+    if (type === 'DELETED') {
+      this.nodes.delete(name);
+      return;
+    }
+    const ip = n.status?.addresses?.find(
+      (a) => a.type === 'InternalIP' && /^\d+\.\d+\.\d+\.\d+$/.test(a.address),
+    )?.address;
+    const cidrs = (n.spec?.podCIDRs ?? (n.spec?.podCIDR ? [n.spec.podCIDR] : [])).filter((c) => c.includes('.'));
+    this.nodes.set(name, { ip, podCidrs: cidrs });
+    if (name === this.opts.nodeName && ip && !this.opts.nodeIp) this.tracker.setNodeIPs([ip]);
+  }
+
+  private onConfig(): void {
+    const { changed, errors } = this.config.update([...this.felix.values()]);
+    for (const e of errors) {
+      this.metrics.errors.inc({ kind: 'FelixConfiguration' });
+      this.log.error({ source: e.source, field: e.field }, e.message);
+    }
+    for (const c of changed)
+      this.log.info({ field: c.name, old: c.old, new: c.new, apply: c.apply }, 'configuration changed');
+    const reload = changed.some((c) => c.apply === 'reload' || c.apply === 'restart');
+    if (reload && this.datapath) {
+      this.log.info('reloading the datapath programs for the new configuration');
+      this.reloadDatapath();
+    }
+  }
+
+  private nodeIp(): string | undefined {
+    return this.opts.nodeIp ?? this.nodes.get(this.opts.nodeName)?.ip;
+  }
+
+  private loadDatapath(): NodeDatapath | undefined {
+    const ip = this.nodeIp();
+    if (!ip) {
+      this.log.warn({ node: this.opts.nodeName }, 'waiting for the Node object (no InternalIP yet)');
+      return undefined;
+    }
+    const settings = datapathSettings(this.cfg);
+    const dp = NodeDatapath.load({
+      pinRoot: this.pinRoot,
+      hostIp: ip,
+      vxlanPort: settings.vxlanPort,
+      tunnelMtu: settings.tunnelMtu,
+      dsr: settings.dsr,
+      maxEntries: settings.maxEntries,
+    });
+    this.log.info({ pinRoot: this.pinRoot, hostIp: ip, mode: dp.mode, dsr: settings.dsr }, 'datapath loaded');
+    for (const [name, map] of dp.tc.maps)
+      if (name.startsWith('sl_')) this.metrics.mapCapacity.set({ map: name }, map.def.maxEntries);
+    return dp;
+  }
+
+  /** New programs with the new constants, swapped into the existing links; maps are kept. */
+  private reloadDatapath(): void {
+    const old = this.datapath;
+    const dp = this.loadDatapath();
+    if (!dp || !old) return;
+    for (const [ifname, a] of this.attached) dp.attach(ifname, a.ifindex, a.role);
+    if (this.opts.cgroup) {
+      old.detachCgroup(this.opts.cgroup);
+      dp.attachCgroup(this.opts.cgroup);
+    }
+    old.tc.close();
+    old.ctlb.close();
+    this.datapath = dp;
+  }
+
+  private scheduleSync(): void {
+    if (this.pendingSince === 0) this.pendingSince = performance.now();
+    if (this.syncScheduled || !this.synced || this.stopped) return;
+    this.syncScheduled = true;
+    setImmediate(() => {
+      this.syncScheduled = false;
+      this.syncing = this.syncing
+        .then(() => this.sync())
+        .catch((err: unknown) => {
+          this.log.error({ err }, 'datapath sync failed; retrying');
+          this.metrics.resyncs.inc({ reason: 'error' });
+          setTimeout(() => this.scheduleSync(), 1000).unref();
+        });
+    });
+  }
+
+  private async sync(): Promise<void> {
+    const started = this.pendingSince || performance.now();
+    this.pendingSince = 0;
+    if (!this.cfg.bpfEnabled) {
+      if (!this.firstSyncDone)
+        this.log.info('bpfEnabled is false: the eBPF dataplane is off (set it in the default FelixConfiguration)');
+      this.firstSyncDone = true;
+      this.state.ready = true;
+      return;
+    }
+    if (!this.datapath) {
+      this.datapath = this.loadDatapath();
+      if (!this.datapath) return;
+      this.writer = new NatWriter(this.datapath.nat);
+      for (const [k, v] of this.datapath.routes.entries()) this.routesInMap.set(routeId(k), [k, v]);
+      if (this.opts.cgroup) this.datapath.attachCgroup(this.opts.cgroup);
+    }
+    const dp = this.datapath;
+    const writer = this.writer!;
+    // Services: deletes before upserts (an address can move from one Service to another).
+    const changes = this.tracker.sync();
+    for (const e of changes.errors) {
+      this.metrics.errors.inc({ kind: e.object.split(' ')[0] });
+      this.log.error({ object: e.object, field: e.field }, `${e.object}: ${e.field}: ${e.reason}`);
+    }
+    if (!this.firstSyncDone) {
+      for (const f of this.tracker.frontends()) writer.upsert(toNatFrontend(f));
+    } else {
+      for (const key of changes.deletes) writer.remove(key);
+      for (const f of changes.upserts) writer.upsert(toNatFrontend(f));
+    }
+    const r = writer.flush({ prune: !this.firstSyncDone });
+    for (const b of r.removedBackends) {
+      // UDP has no end-of-flow: forget flows and sockets aimed at a gone backend. TCP flows to a
+      // terminating backend finish on their own, as with kube-proxy.
+      if (b.proto === Proto.UDP) {
+        const gone = dp.forgetBackend(b);
+        if (gone.flows || gone.sockets)
+          this.log.info({ backend: `${b.addr}:${b.port}`, ...gone }, 'forgot a removed UDP backend');
+      }
+    }
+    if (changes.healthCheckNodePorts) {
+      this.healthChecks = new Map(
+        changes.healthCheckNodePorts.map((h) => [
+          h.port,
+          { namespace: h.service.namespace, name: h.service.name, localEndpoints: h.localEndpoints },
+        ]),
+      );
+      await this.health.setHealthChecks(this.healthChecks);
+    }
+    if (!this.network) this.network = await readNodeNetwork(this.workloadPrefixes);
+    this.syncInterfaces(dp);
+    this.syncRoutes(dp);
+    this.firstSyncDone = true;
+    this.state.ready = true;
+    this.state.lastSyncMs = Date.now();
+    this.metrics.syncSeconds.observe((performance.now() - started) / 1000);
+    if (r.frontendsWritten || r.frontendsDeleted || r.backendsWritten || r.backendsDeleted) {
+      this.log.debug({ ...r, removedBackends: r.removedBackends.length }, 'NAT maps updated');
+    }
+  }
+
+  private get workloadPrefixes(): string[] {
+    return this.opts.workloadPrefixes ?? ['slw', 'cali'];
+  }
+
+  private async pollInterfaces(): Promise<void> {
+    if (this.stopped || !this.datapath) return;
+    try {
+      const net = await readNodeNetwork(this.workloadPrefixes);
+      const before = JSON.stringify(this.network);
+      this.network = net;
+      if (JSON.stringify(net) !== before) this.scheduleSync();
+    } catch (err) {
+      this.log.warn({ err }, 'reading the node network failed');
+    }
+  }
+
+  private syncInterfaces(dp: NodeDatapath): void {
+    const net = this.network!;
+    const pattern = this.cfg.bpfDataIfacePattern;
+    const workloads = new Set(net.workloadRoutes.map((r) => r.ifname));
+    const want = new Map<string, { ifindex: number; role: 'workload' | 'host' }>();
+    for (const i of net.interfaces) {
+      if (workloads.has(i.name) || this.workloadPrefixes.some((p) => i.name.startsWith(p)))
+        want.set(i.name, { ifindex: i.ifindex, role: 'workload' });
+      else if (pattern.test(i.name)) want.set(i.name, { ifindex: i.ifindex, role: 'host' });
+    }
+    for (const [name, a] of want) {
+      const have = this.attached.get(name);
+      if (have && have.ifindex === a.ifindex && have.role === a.role) continue;
+      try {
+        dp.attach(name, a.ifindex, a.role);
+        this.attached.set(name, a);
+        this.log.info({ iface: name, ifindex: a.ifindex, role: a.role, mode: dp.mode }, 'programs attached');
+      } catch (err) {
+        this.log.error({ err, iface: name }, 'attaching programs failed');
+      }
+    }
+    for (const name of [...this.attached.keys()]) {
+      if (want.has(name)) continue;
+      dp.detach(name);
+      this.attached.delete(name);
+      this.log.info({ iface: name }, 'programs detached (interface gone)');
+    }
+    // Links a previous agent pinned for interfaces that no longer exist.
+    for (const name of dp.pinnedInterfaces()) if (!want.has(name) && !this.attached.has(name)) dp.dropPinned(name);
+  }
+
+  private syncRoutes(dp: NodeDatapath): void {
+    const want = new Map<string, [RouteKey, Route]>();
+    const add = (cidr: string, flags: number, ifindex = 0, nextHop = '0.0.0.0') => {
+      const k = cidrKey(cidr);
+      const id = routeId(k);
+      const prev = want.get(id);
+      want.set(id, [
+        k,
+        {
+          flags: (prev?.[1].flags ?? 0) | flags,
+          ifindex: ifindex || prev?.[1].ifindex || 0,
+          nextHop: nextHop !== '0.0.0.0' ? nextHop : (prev?.[1].nextHop ?? nextHop),
+        },
+      ]);
+    };
+    for (const [name, n] of this.nodes) {
+      const self = name === this.opts.nodeName;
+      if (n.ip) add(`${n.ip}/32`, self ? RouteFlags.LOCAL_HOST : RouteFlags.REMOTE_HOST);
+      for (const c of n.podCidrs)
+        add(
+          c,
+          self ? RouteFlags.IN_POOL : RouteFlags.REMOTE_WL | RouteFlags.IN_POOL | RouteFlags.TUNNELED,
+          0,
+          self ? '0.0.0.0' : (n.ip ?? '0.0.0.0'),
+        );
+    }
+    for (const a of this.network!.addresses) add(`${a.addr}/32`, RouteFlags.LOCAL_HOST);
+    for (const w of this.network!.workloadRoutes)
+      add(`${w.addr}/32`, RouteFlags.LOCAL_WL | RouteFlags.IN_POOL, w.ifindex);
+    const writes: [RouteKey, Route][] = [];
+    for (const [id, e] of want) {
+      const cur = this.routesInMap.get(id);
+      if (!cur || !sameRoute(cur[1], e[1])) writes.push(e);
+    }
+    const deletes = [...this.routesInMap].filter(([id]) => !want.has(id)).map(([, e]) => e[0]);
+    if (writes.length) dp.routes.setMany(writes);
+    if (deletes.length) dp.routes.deleteMany(deletes);
+    this.routesInMap = want;
+  }
+
+  private scanConntrack(): void {
+    if (this.stopped || !this.datapath) return;
+    try {
+      const r = scanConntrack(this.datapath.conntrack, resolveConntrackTimeouts(this.cfg));
+      this.metrics.conntrackEntries.set(r.scanned - r.expired);
+      this.metrics.conntrackExpired.inc(r.expired);
+    } catch (err) {
+      this.log.warn({ err }, 'conntrack scan failed');
+    }
+  }
+
+  private updateCounters(): void {
+    const dp = this.datapath;
+    if (this.stopped || !dp) return;
+    try {
+      for (const row of readCounters(dp.tc.map(COUNTERS_MAP))) {
+        for (const [name, value] of Object.entries(row.counters))
+          this.metrics.packets.set({ hook: `${row.ifindex}/${row.hook}`, counter: name }, value);
+      }
+      for (const name of [ROUTES_MAP, NAT_FE_MAP, NAT_BE_MAP, NAT_AFF_MAP, CT_MAP]) {
+        let n = 0;
+        for (const _ of dp.tc.map(name).keys()) n++;
+        this.metrics.mapEntries.set({ map: name }, n);
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'reading counters failed');
+    }
+  }
+}
