@@ -4,6 +4,7 @@
 //   interfaces -> maps and programs.
 // The datapath lives in pinned maps and links, so the agent can die and restart without
 // breaking traffic: on start it adopts what is pinned and reconciles by difference.
+import { renameSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { NodeDatapath } from '../datapath/node.js';
 import { cidrKey, RouteFlags, type Route, type RouteKey } from '../datapath/routes.js';
@@ -36,6 +37,8 @@ export interface AgentOptions {
   /** Port overrides (0 = any free port, tests); by default from the configuration. */
   ports?: { health?: number; healthz?: number; metrics?: number };
   intervals?: { conntrackScanMs?: number; interfacePollMs?: number; countersMs?: number };
+  /** A file the agent rewrites after every sync with its state (the lab reads it). */
+  statusFile?: string;
 }
 
 interface NodeInfo {
@@ -269,6 +272,7 @@ export class Agent {
         this.log.info('bpfEnabled is false: the eBPF dataplane is off (set it in the default FelixConfiguration)');
       this.firstSyncDone = true;
       this.state.ready = true;
+      this.writeStatus();
       return;
     }
     if (!this.datapath) {
@@ -318,8 +322,35 @@ export class Agent {
     this.state.ready = true;
     this.state.lastSyncMs = Date.now();
     this.metrics.syncSeconds.observe((performance.now() - started) / 1000);
+    this.writeStatus();
     if (r.frontendsWritten || r.frontendsDeleted || r.backendsWritten || r.backendsDeleted) {
       this.log.debug({ ...r, removedBackends: r.removedBackends.length }, 'NAT maps updated');
+    }
+  }
+
+  /** What the lab shows as the agent's health. */
+  status(): object {
+    return {
+      pid: process.pid,
+      node: this.opts.nodeName,
+      ready: this.state.ready,
+      bpfEnabled: this.cfg.bpfEnabled,
+      lastSyncMs: this.state.lastSyncMs,
+      revision: this.watch?.resourceVersion,
+      frontends: this.writer?.frontendEntries ?? 0,
+      interfaces: [...this.attached.entries()].map(([name, a]) => `${name}:${a.role}`),
+      mode: this.datapath?.mode,
+    };
+  }
+
+  private writeStatus(): void {
+    if (!this.opts.statusFile) return;
+    try {
+      const tmp = `${this.opts.statusFile}.tmp`;
+      writeFileSync(tmp, JSON.stringify(this.status()) + '\n');
+      renameSync(tmp, this.opts.statusFile);
+    } catch (err) {
+      this.log.warn({ err }, 'writing the status file failed');
     }
   }
 

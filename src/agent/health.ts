@@ -63,8 +63,12 @@ export class HealthServers {
       this.servers.push(
         await listen(opts.healthzPort, this.host, (req, res) => {
           // kube-proxy answers 200 while its rules are fresh, 503 when an update is overdue.
-          const body = { lastUpdated: new Date(this.state.lastSyncMs).toISOString(), currentTime: new Date().toISOString() };
-          if (req.url === '/healthz' || req.url === '/livez') send(res, this.state.ready && !this.state.stale() ? 200 : 503, body);
+          const body = {
+            lastUpdated: new Date(this.state.lastSyncMs).toISOString(),
+            currentTime: new Date().toISOString(),
+          };
+          if (req.url === '/healthz' || req.url === '/livez')
+            send(res, this.state.ready && !this.state.stale() ? 200 : 503, body);
           else send(res, 404, { error: 'not found' });
         }),
       );
@@ -104,7 +108,10 @@ export class HealthServers {
       const entry = { svc, server: undefined as unknown as http.Server };
       entry.server = await listen(port, this.host, (_req, res) => {
         const s = entry.svc;
-        send(res, s.localEndpoints > 0 ? 200 : 503, { service: { namespace: s.namespace, name: s.name }, localEndpoints: s.localEndpoints });
+        send(res, s.localEndpoints > 0 ? 200 : 503, {
+          service: { namespace: s.namespace, name: s.name },
+          localEndpoints: s.localEndpoints,
+        });
       });
       this.hcServers.set(port, entry);
     }

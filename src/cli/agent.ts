@@ -19,6 +19,7 @@ export interface AgentCommandOptions {
   cgroup?: string;
   logLevel?: string;
   hostNetns?: boolean;
+  statusFile?: string;
 }
 
 /**
@@ -69,6 +70,7 @@ export async function agentCommand(opts: AgentCommandOptions): Promise<void> {
     logger: log,
     pinRoot: opts.pinRoot,
     cgroup: opts.cgroup,
+    statusFile: opts.statusFile,
   });
   let stopping = false;
   const stop = (signal: string) => {

@@ -95,6 +95,7 @@ export function buildProgram(): Command {
     .option('--cgroup <dir>', 'a sub-cgroup whose processes get connect-time load balancing')
     .option('--log-level <level>', 'debug, info, warn, error')
     .option('--host-netns', "allow running in the machine's own network namespace (a real node; the DaemonSet sets it)")
+    .option('--status-file <file>', 'rewrite this file with the agent state after every sync (the lab reads it)')
     .action((opts: AgentCommandOptions) => agentCommand(opts));
 
   program

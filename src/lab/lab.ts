@@ -224,21 +224,124 @@ export interface AgentHealth {
   detail: string;
 }
 
-export const NO_AGENT = 'the node agent is not part of this build yet: Services are stored but not programmed';
+export const NO_AGENT = 'no node agent running: Services are stored but not programmed';
 
-/**
- * HOOK (agent issue): start one `sluice agent` process per node here, in the node's network
- * namespace, recorded with the lab's ProcessRecorder, logging to agentLogPath(), pinning under
- * labPinRoot()/<node>, watching storeDir(); then wait until each reports the store revision
- * programmed. Until then there is nothing to start.
- */
-async function startAgents(_topo: Topology, _store: FileStore): Promise<AgentHealth[]> {
-  return [];
+/** The status file an agent rewrites after every sync. */
+export function agentStatusPath(name: string, node: string): string {
+  return path.join(Topology.stateDir(name), 'agents', `${node}.json`);
 }
 
-/** HOOK (agent issue): each node agent's health (its readiness endpoint). */
+/** A node's sub-cgroup: processes in it get connect-time load balancing from the node's agent. */
+export function nodeCgroup(name: string, node: string): string | undefined {
+  const root = ['/sys/fs/cgroup/unified', '/sys/fs/cgroup'].find((d) => fs.existsSync(path.join(d, 'cgroup.procs')));
+  return root ? path.join(root, `sluice-lab-${name}-${node}`) : undefined;
+}
+
+interface AgentStatusFile {
+  pid: number;
+  ready: boolean;
+  bpfEnabled: boolean;
+  lastSyncMs: number;
+  revision?: string;
+  frontends?: number;
+  mode?: string;
+}
+
+function readAgentStatus(name: string, node: string): AgentStatusFile | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(agentStatusPath(name, node), 'utf8')) as AgentStatusFile;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The lab runs the eBPF dataplane unless a FelixConfiguration says otherwise. */
+async function ensureFelixDefault(store: FileStore): Promise<void> {
+  if (await store.get('FelixConfiguration', undefined, 'default')) return;
+  await store.apply({
+    apiVersion: 'projectcalico.org/v3',
+    kind: 'FelixConfiguration',
+    metadata: { name: 'default' },
+    spec: { bpfEnabled: true, bpfExternalServiceMode: 'Tunnel', bpfKubeProxyIptablesCleanupEnabled: false },
+  } as never);
+}
+
+/**
+ * One `sluice agent` process per node, in the node's network namespace (so it sees and attaches
+ * to that node's interfaces only), recorded like every lab process, logging to agentLogPath(),
+ * pinning under labPinRoot()/<node>, watching the lab store; then waits until each has synced.
+ */
+async function startAgents(topo: Topology, store: FileStore): Promise<AgentHealth[]> {
+  await ensureFelixDefault(store);
+  const name = topo.name;
+  fs.mkdirSync(path.join(Topology.stateDir(name), 'agents'), { recursive: true, mode: 0o700 });
+  const recorder = new ProcessRecorder(Topology.procsDir(name));
+  for (const n of topo.nodes) {
+    const st = readAgentStatus(name, n.name);
+    if (st && alive(st.pid)) continue;
+    fs.rmSync(agentStatusPath(name, n.name), { force: true });
+    const cg = nodeCgroup(name, n.name);
+    if (cg) fs.mkdirSync(cg, { recursive: true });
+    const argv = [
+      'nsenter',
+      `--net=/run/netns/${n.ns}`,
+      process.execPath,
+      SLUICE_BIN,
+      'agent',
+      '--lab',
+      name,
+      '--node-name',
+      n.name,
+      '--node-ip',
+      n.ip,
+      '--pin-root',
+      path.join(labPinRoot(name), n.name),
+      '--status-file',
+      agentStatusPath(name, n.name),
+      ...(cg ? ['--cgroup', cg] : []),
+    ];
+    const fd = fs.openSync(agentLogPath(name, n.name), 'a', 0o600);
+    let child;
+    try {
+      child = spawn(argv[0], argv.slice(1), { detached: true, stdio: ['ignore', fd, fd], cwd: '/' });
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (child.pid === undefined) throw new CliError(`cannot start the agent of ${n.name}`);
+    recorder.record(child.pid, [argv, argv.slice(2)], `agent ${n.name}`);
+    child.unref();
+  }
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const health = agentHealth(topo);
+    if (health.every((h) => h.running && h.detail.startsWith('ready'))) return health;
+    const dead = health.find((h) => !h.running);
+    if (dead && Date.now() > deadline - 55_000) {
+      throw new CliError(`the agent of ${dead.node} is not running:\n${tail(agentLogPath(name, dead.node))}`);
+    }
+    if (Date.now() > deadline)
+      throw new CliError(
+        `the agents did not get ready in 60 s:\n${health.map((h) => `${h.node}: ${h.detail}`).join('\n')}`,
+      );
+    await sleep(50);
+  }
+}
+
+/** Each node agent's health, from the status file it rewrites after every sync. */
 export function agentHealth(topo: Topology): AgentHealth[] {
-  return topo.nodes.map((n) => ({ node: n.name, running: false, detail: NO_AGENT }));
+  return topo.nodes.map((n) => {
+    const st = readAgentStatus(topo.name, n.name);
+    if (!st) return { node: n.name, running: false, detail: 'not started' };
+    if (!alive(st.pid))
+      return { node: n.name, running: false, detail: `exited (pid ${st.pid}); see sluice lab logs node/${n.name}` };
+    if (!st.ready) return { node: n.name, running: true, detail: `starting (pid ${st.pid})` };
+    const dp = st.bpfEnabled ? `eBPF (${st.mode ?? '?'}), ${st.frontends ?? 0} frontends` : 'bpfEnabled is false';
+    return {
+      node: n.name,
+      running: true,
+      detail: `ready (pid ${st.pid}): ${dp}, store revision ${st.revision ?? '?'}`,
+    };
+  });
 }
 
 export function agentsRunning(topo: Topology): boolean {
@@ -304,7 +407,7 @@ export async function labUp(opts: UpOptions): Promise<number> {
     const store = await openStore(name);
     try {
       const agents = await startAgents(topo, store);
-      if (agents.length === 0) say(`agents: none started: ${NO_AGENT}`);
+      say(`agents: ${agents.map((a) => `${a.node} ${a.detail.split(':')[0]}`).join(', ')}`);
       const files = [...(opts.demo ? [DEMO_FILE] : []), ...(opts.files ?? [])];
       let failed = false;
       if (files.length > 0) {
@@ -920,6 +1023,21 @@ export interface DownResult {
 }
 
 /** Removes everything lab `name` made, also after a crash half-way through `up`. */
+/** The lab's node sub-cgroups, once their processes are gone. */
+function removeNodeCgroups(name: string): void {
+  const probe = nodeCgroup(name, 'x');
+  if (!probe) return;
+  const root = path.dirname(probe);
+  for (const d of fs.readdirSync(root)) {
+    if (!d.startsWith(`sluice-lab-${name}-`)) continue;
+    try {
+      fs.rmdirSync(path.join(root, d));
+    } catch {
+      // still has processes (should not happen after the sweep); left for the next down
+    }
+  }
+}
+
 export async function labDown(nameOpt: string | undefined, out: Printer): Promise<DownResult> {
   let name = nameOpt;
   if (!name) {
@@ -943,11 +1061,12 @@ export async function labDown(nameOpt: string | undefined, out: Printer): Promis
   // The controller first, so that it starts nothing while the rest goes.
   const hadController = await stopController(name);
   if (hadController) out.out('controller: stopped');
-  // HOOK (agent issue): stop the node agents here (they are recorded processes, so the sweep
-  // below kills them too, but a clean stop lets them detach what must not outlive the lab).
+  // The agents are recorded processes: the sweep kills them. What they attached goes with the
+  // namespaces (tc links), their file descriptors (cgroup links) and the pin directory.
   const orphans = killPodProcesses(name);
   const swept = await Topology.sweep(name);
   removePinDir(labPinRoot(name));
+  removeNodeCgroups(name);
   fs.rmSync(upLockPath(name), { force: true });
   const processes = orphans.length + swept.killed.length;
   if (existed)
