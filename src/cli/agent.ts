@@ -43,8 +43,9 @@ async function kubernetesDatastore(opts: AgentCommandOptions, log: pino.Logger):
   const { resolveApiServer } = await import('../agent/datastore/endpoint.js');
   const { KubernetesDatastore } = await import('../agent/datastore/kubernetes.js');
   const endpoint = resolveApiServer({ kubeconfig: opts.kubeconfig, env: process.env });
-  log.info({ server: endpoint.server, source: endpoint.source }, endpoint.description);
-  return new KubernetesDatastore({ kubeConfig: endpoint.kubeConfig, logger: log });
+  // The datastore logs which API server it uses and why, with any warning (the seed's
+  // kubernetes-services-endpoint override, or the ClusterIP default that needs kube-proxy).
+  return new KubernetesDatastore({ endpoint, logger: log });
 }
 
 export async function agentCommand(opts: AgentCommandOptions): Promise<void> {
