@@ -1,0 +1,185 @@
+// The node agent in the lab: Services of every kind applied as Kubernetes objects reach the
+// maps through the local datastore and answer real traffic; endpoint changes follow; and a
+// SIGKILL of an agent under continuous traffic breaks nothing.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { labDown, labUp, agentStatusPath, labPinRoot } from '../../src/lab/lab.js';
+import { Topology } from '../../src/lab/topology.js';
+import { tcpAsk, udpAsk } from '../../src/lab/echo.js';
+import { FileStore } from '../../src/lab/store.js';
+import { storeDir } from '../../src/lab/controller.js';
+import { packageRoot } from '../../src/paths.js';
+import { privilegeProblem, requirePrivileges } from '../../src/testing/netns.js';
+import { readFileSync } from 'node:fs';
+
+const run = promisify(execFile);
+const LAB = 'tagent';
+const FIXTURE = path.join(packageRoot, 'test', 'agent', 'fixtures', 'services.yaml');
+const quiet = { out: () => undefined, err: (l: string) => process.stderr.write(l + '\n') };
+let topo: Topology;
+let store: FileStore;
+
+async function svc(name: string) {
+  store.refresh();
+  const s = await store.get('Service', 'default', name);
+  assert.ok(s, `Service ${name}`);
+  return s;
+}
+
+before(async () => {
+  if (privilegeProblem()) return;
+  await labDown(LAB, quiet);
+  const code = await labUp({ name: LAB, nodes: 3, files: [FIXTURE], out: quiet });
+  assert.equal(code, 0, 'lab up');
+  topo = Topology.open(LAB)!;
+  store = await FileStore.open(storeDir(LAB), { create: false });
+});
+after(async () => {
+  store?.close();
+  if (!privilegeProblem()) await labDown(LAB, quiet);
+});
+
+const clientNs = () => topo.nsOf('client');
+
+test('ClusterIP, multi-port and named target ports: TCP and UDP from a pod, client address preserved', async (t) => {
+  if (!requirePrivileges(t)) return;
+  const web = await svc('web');
+  const ip = web.spec!.clusterIP!;
+  const seen = new Set<string>();
+  for (let i = 0; i < 12; i++) {
+    const r = await tcpAsk(clientNs(), ip, 80);
+    assert.ok(r.ok, r.error);
+    assert.equal(r.client?.split(':')[0], topo.pod('client').ip);
+    seen.add(r.name!);
+  }
+  assert.ok(seen.size >= 2, `connections spread over backends (${[...seen].join(', ')})`);
+  const u = await udpAsk(clientNs(), ip, 53);
+  assert.ok(u.ok, u.error);
+});
+
+test('NodePort on every node IP and a LoadBalancer IP with externalTrafficPolicy Local, from outside', async (t) => {
+  if (!requirePrivileges(t)) return;
+  const ext = topo.external!;
+  for (const n of topo.nodes) {
+    const r = await tcpAsk(topo.nsOf('ext'), n.ip, 30080);
+    assert.ok(r.ok, `NodePort on ${n.name}: ${r.error}`);
+    assert.equal(r.client?.split(':')[0], ext.ip, 'the backend sees the external client');
+  }
+  const u = await udpAsk(topo.nsOf('ext'), topo.nodes[1].ip, 30053);
+  assert.ok(u.ok, `UDP NodePort: ${u.error}`);
+  const lb = await svc('web-lb');
+  const lbIp = lb.status?.loadBalancer?.ingress?.[0]?.ip;
+  assert.ok(lbIp, 'the lab assigned a LoadBalancer IP');
+  const r = await tcpAsk(topo.nsOf('ext'), lbIp!, 80);
+  assert.ok(r.ok, `LoadBalancer: ${r.error}`);
+  assert.equal(r.client?.split(':')[0], ext.ip);
+});
+
+test('externalIPs and sessionAffinity ClientIP', async (t) => {
+  if (!requirePrivileges(t)) return;
+  const sticky = await svc('web-sticky');
+  const names = new Set<string>();
+  for (let i = 0; i < 8; i++) {
+    const r = await tcpAsk(clientNs(), sticky.spec!.clusterIP!, 80);
+    assert.ok(r.ok, r.error);
+    names.add(r.name!);
+  }
+  assert.equal(names.size, 1, 'one backend for every connection of one client');
+  const r = await tcpAsk(clientNs(), '192.168.77.99', 8000);
+  assert.ok(r.ok, `externalIP from a pod: ${r.error}`);
+});
+
+test("an endpoint that goes is taken out of every node's maps", async (t) => {
+  if (!requirePrivileges(t)) return;
+  store.refresh();
+  const pods = store.snapshot('Pod').filter((p) => p.metadata?.labels?.app === 'web');
+  const victim = pods[0];
+  await store.delete('Pod', 'default', victim.metadata!.name!);
+  // Wait until no node's NAT maps hold the victim's IP any more.
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const dumps = await Promise.all(
+      topo.nodes.map((n) =>
+        run(
+          'nsenter',
+          [
+            `--net=/run/netns/${n.ns}`,
+            process.execPath,
+            path.join(packageRoot, 'bin', 'sluice.js'),
+            'bpf',
+            'nat',
+            'dump',
+            '--pin-root',
+            path.join(labPinRoot(LAB), n.name),
+            '-o',
+            'json',
+          ],
+          { encoding: 'utf8' },
+        ),
+      ),
+    );
+    const holds = dumps.some((d) =>
+      (JSON.parse(d.stdout) as { backends: { backend: string }[] }).backends.some((b) =>
+        b.backend.startsWith(`${victim.status?.podIP}:`),
+      ),
+    );
+    if (!holds) break;
+    assert.ok(Date.now() < deadline, 'the removed endpoint left the maps in time');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const web = await svc('web');
+  for (let i = 0; i < 6; i++) {
+    const r = await tcpAsk(clientNs(), web.spec!.clusterIP!, 80);
+    assert.ok(r.ok, r.error);
+    assert.notEqual(r.name, victim.metadata!.name);
+  }
+});
+
+test('SIGKILL of an agent under continuous TCP and UDP traffic: no failed connection, no broken stream', async (t) => {
+  if (!requirePrivileges(t)) return;
+  const web = await svc('web');
+  const ip = web.spec!.clusterIP!;
+  const loop = run(
+    'nsenter',
+    [
+      `--net=/run/netns/${clientNs()}`,
+      process.execPath,
+      path.join(packageRoot, 'dist', 'src', 'lab', 'traffic-loop.js'),
+      '--tcp',
+      `${ip}:80`,
+      '--udp',
+      `${ip}:53`,
+      '--seconds',
+      '8',
+      '--interval-ms',
+      '50',
+    ],
+    { encoding: 'utf8' },
+  );
+  await new Promise((r) => setTimeout(r, 1500));
+  const st = JSON.parse(readFileSync(agentStatusPath(LAB, 'node1'), 'utf8')) as { pid: number };
+  process.kill(st.pid, 'SIGKILL');
+  await new Promise((r) => setTimeout(r, 2000));
+  // `up` restarts agents that are gone; the new one adopts the pinned maps and links.
+  assert.equal(await labUp({ name: LAB, out: quiet }), 0);
+  const after = JSON.parse(readFileSync(agentStatusPath(LAB, 'node1'), 'utf8')) as { pid: number; ready: boolean };
+  assert.notEqual(after.pid, st.pid);
+  assert.ok(after.ready);
+  const { stdout } = await loop;
+  const totals = JSON.parse(stdout.trim()) as {
+    newConnections: number;
+    newFailures: number;
+    streamBroken: boolean;
+    udpQueries: number;
+    udpFailures: number;
+    streamMessages: number;
+    errors: string[];
+  };
+  assert.ok(totals.newConnections > 100, `traffic ran (${JSON.stringify(totals)})`);
+  assert.equal(totals.newFailures, 0, `no failed TCP connection (${totals.errors.join(', ')})`);
+  assert.equal(totals.udpFailures, 0, `no failed UDP query (${totals.errors.join(', ')})`);
+  assert.equal(totals.streamBroken, false, 'the long-lived stream survived');
+});
