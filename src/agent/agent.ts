@@ -4,6 +4,7 @@
 //   interfaces -> maps and programs.
 // The datapath lives in pinned maps and links, so the agent can die and restart without
 // breaking traffic: on start it adopts what is pinned and reconciles by difference.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { NodeDatapath } from '../datapath/node.js';
@@ -110,7 +111,8 @@ export class Agent {
     });
     await this.watch.synced;
     const iv = this.opts.intervals ?? {};
-    this.timers.push(setInterval(() => this.pollInterfaces(), iv.interfacePollMs ?? 1000));
+    this.watchNetwork();
+    this.timers.push(setInterval(() => this.pollInterfaces(), iv.interfacePollMs ?? 5000));
     this.timers.push(setInterval(() => this.scanConntrack(), iv.conntrackScanMs ?? 10_000));
     this.timers.push(setInterval(() => this.updateCounters(), iv.countersMs ?? 5000));
     for (const t of this.timers) t.unref();
@@ -130,6 +132,7 @@ export class Agent {
   async stop(opts: { detach?: boolean } = {}): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    this.monitor?.kill();
     this.watch?.stop();
     await this.syncing;
     await this.health.stop();
@@ -246,6 +249,11 @@ export class Agent {
     old.tc.close();
     old.ctlb.close();
     this.datapath = dp;
+    // The writer's maps were the old load's file descriptors: adopt the same pinned maps anew.
+    this.writer = new NatWriter(dp.nat);
+    for (const f of this.tracker.frontends()) this.writer.upsert(toNatFrontend(f));
+    this.writer.flush({ prune: true });
+    this.writeStatus();
   }
 
   private scheduleSync(): void {
@@ -335,6 +343,8 @@ export class Agent {
       node: this.opts.nodeName,
       ready: this.state.ready,
       bpfEnabled: this.cfg.bpfEnabled,
+      externalServiceMode: this.cfg.bpfExternalServiceMode,
+      dsr: this.datapath?.config.dsr ?? false,
       lastSyncMs: this.state.lastSyncMs,
       revision: this.watch?.resourceVersion,
       frontends: this.writer?.frontendEntries ?? 0,
@@ -357,6 +367,23 @@ export class Agent {
   private get workloadPrefixes(): string[] {
     return this.opts.workloadPrefixes ?? ['slw', 'cali'];
   }
+
+  /** `ip monitor` reports link and route changes as they happen: a new pod is attached at once. */
+  private watchNetwork(): void {
+    const mon = spawn('ip', ['monitor', 'link', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    this.monitor = mon;
+    let pending: NodeJS.Timeout | undefined;
+    mon.stdout.on('data', () => {
+      if (pending) return;
+      pending = setTimeout(() => {
+        pending = undefined;
+        void this.pollInterfaces();
+      }, 20);
+    });
+    mon.on('error', (err) => this.log.warn({ err }, 'ip monitor failed; polling only'));
+  }
+
+  private monitor: ChildProcess | undefined;
 
   private async pollInterfaces(): Promise<void> {
     if (this.stopped || !this.datapath) return;

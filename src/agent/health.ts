@@ -50,7 +50,7 @@ export class HealthServers {
   ) {}
 
   async start(opts: { healthPort?: number; healthzPort?: number; metricsPort?: number }): Promise<void> {
-    if (opts.healthPort) {
+    if (opts.healthPort !== undefined) {
       this.servers.push(
         await listen(opts.healthPort, this.host, (req, res) => {
           if (req.url === '/liveness') send(res, 200, { live: true });
@@ -59,7 +59,7 @@ export class HealthServers {
         }),
       );
     }
-    if (opts.healthzPort) {
+    if (opts.healthzPort !== undefined) {
       this.servers.push(
         await listen(opts.healthzPort, this.host, (req, res) => {
           // kube-proxy answers 200 while its rules are fresh, 503 when an update is overdue.
@@ -73,7 +73,7 @@ export class HealthServers {
         }),
       );
     }
-    if (opts.metricsPort) {
+    if (opts.metricsPort !== undefined) {
       this.servers.push(
         await listen(opts.metricsPort, this.host, (req, res) => {
           if (req.url !== '/metrics') return send(res, 404, 'not found\n', 'text/plain');

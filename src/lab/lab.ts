@@ -327,6 +327,47 @@ async function startAgents(topo: Topology, store: FileStore): Promise<AgentHealt
   }
 }
 
+/**
+ * Waits until every agent has programmed the store as it is now and attached to every pod of its
+ * node: then traffic through Services works the moment `up` returns.
+ */
+async function waitAgentsProgrammed(
+  name: string,
+  store: FileStore,
+  say: (l: string) => void,
+  timeoutMs = 30_000,
+): Promise<boolean> {
+  store.refresh();
+  const target = Number((await store.list('Pod')).resourceVersion);
+  const topo = openTopology(name);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pending: string[] = [];
+    for (const n of topo.nodes) {
+      const st = readAgentStatus(name, n.name) as (AgentStatusFile & { interfaces?: string[] }) | undefined;
+      if (!st || !alive(st.pid)) {
+        pending.push(`${n.name}: no agent`);
+        continue;
+      }
+      if (!st.bpfEnabled) continue;
+      if (Number(st.revision ?? 0) < target)
+        pending.push(`${n.name}: at store revision ${st.revision}, want ${target}`);
+      const attached = new Set((st.interfaces ?? []).map((i) => i.split(':')[0]));
+      const missing = topo.podsOn(n.index).filter((p) => !attached.has(p.hostIf));
+      if (missing.length) pending.push(`${n.name}: ${missing.length} pod interface(s) not attached yet`);
+    }
+    if (pending.length === 0) {
+      say('agents: datapath programmed on every node');
+      return true;
+    }
+    if (Date.now() > deadline) {
+      say(`agents: not programmed in ${timeoutMs / 1000} s: ${pending.join('; ')}`);
+      return false;
+    }
+    await sleep(50);
+  }
+}
+
 /** Each node agent's health, from the status file it rewrites after every sync. */
 export function agentHealth(topo: Topology): AgentHealth[] {
   return topo.nodes.map((n) => {
@@ -418,7 +459,9 @@ export async function labUp(opts: UpOptions): Promise<number> {
         });
         failed = r.errors > 0;
       }
-      const ok = await waitPodsReady(store, opts.waitMs ?? 120_000, (l) => say(l), name);
+      const ok =
+        (await waitPodsReady(store, opts.waitMs ?? 120_000, (l) => say(l), name)) &&
+        (await waitAgentsProgrammed(name, store, say));
       const secs = ((performance.now() - t0) / 1000).toFixed(1);
       out.out(`lab "${name}" is up in ${secs} s` + (failed ? ' (some objects were refused, see above)' : ''));
       out.out(

@@ -92,15 +92,28 @@ test('externalIPs and sessionAffinity ClientIP', async (t) => {
   assert.ok(r.ok, `externalIP from a pod: ${r.error}`);
 });
 
-test("an endpoint that goes is taken out of every node's maps", async (t) => {
+test("the maps follow the endpoints: a pod that goes is replaced in every node's maps", async (t) => {
   if (!requirePrivileges(t)) return;
   store.refresh();
-  const pods = store.snapshot('Pod').filter((p) => p.metadata?.labels?.app === 'web');
-  const victim = pods[0];
+  const victim = store.snapshot('Pod').find((p) => p.metadata?.labels?.app === 'web')!;
   await store.delete('Pod', 'default', victim.metadata!.name!);
-  // Wait until no node's NAT maps hold the victim's IP any more.
-  const deadline = Date.now() + 20_000;
+  // The Deployment replaces the pod (possibly at the same address). Wait until every node's maps
+  // hold exactly the ready endpoints of the Service's slices, the victim's among none.
+  const readyIps = () => {
+    store.refresh();
+    const ips = new Set<string>();
+    for (const sl of store.snapshot('EndpointSlice')) {
+      if (sl.metadata?.labels?.['kubernetes.io/service-name'] !== 'web') continue;
+      for (const e of sl.endpoints ?? []) {
+        if (e.conditions?.ready && e.targetRef?.name !== victim.metadata!.name) ips.add(e.addresses[0]);
+      }
+    }
+    return [...ips].sort();
+  };
+  const deadline = Date.now() + 30_000;
   for (;;) {
+    const want = readyIps();
+    const web = await svc('web');
     const dumps = await Promise.all(
       topo.nodes.map((n) =>
         run(
@@ -121,14 +134,21 @@ test("an endpoint that goes is taken out of every node's maps", async (t) => {
         ),
       ),
     );
-    const holds = dumps.some((d) =>
-      (JSON.parse(d.stdout) as { backends: { backend: string }[] }).backends.some((b) =>
-        b.backend.startsWith(`${victim.status?.podIP}:`),
-      ),
-    );
-    if (!holds) break;
-    assert.ok(Date.now() < deadline, 'the removed endpoint left the maps in time');
-    await new Promise((r) => setTimeout(r, 100));
+    const match = dumps.every((d) => {
+      const j = JSON.parse(d.stdout) as {
+        frontends: { frontend: string; svcId: number }[];
+        backends: { svcId: number; backend: string }[];
+      };
+      const fe = j.frontends.find((f) => f.frontend === `${web.spec!.clusterIP}:80/tcp`);
+      const have = j.backends
+        .filter((b) => b.svcId === fe?.svcId)
+        .map((b) => b.backend.split(':')[0])
+        .sort();
+      return want.length === 3 && JSON.stringify(have) === JSON.stringify(want);
+    });
+    if (match) break;
+    assert.ok(Date.now() < deadline, `every node's maps hold the ready endpoints (${want.join(', ')})`);
+    await new Promise((r) => setTimeout(r, 200));
   }
   const web = await svc('web');
   for (let i = 0; i < 6; i++) {
@@ -182,4 +202,40 @@ test('SIGKILL of an agent under continuous TCP and UDP traffic: no failed connec
   assert.equal(totals.newFailures, 0, `no failed TCP connection (${totals.errors.join(', ')})`);
   assert.equal(totals.udpFailures, 0, `no failed UDP query (${totals.errors.join(', ')})`);
   assert.equal(totals.streamBroken, false, 'the long-lived stream survived');
+});
+
+test('bpfExternalServiceMode switches to DSR and back live, NodePort answering throughout', async (t) => {
+  if (!requirePrivileges(t)) return;
+  const ext = topo.external!;
+  const mode = (dsr: boolean) =>
+    store.apply({
+      apiVersion: 'projectcalico.org/v3',
+      kind: 'FelixConfiguration',
+      metadata: { name: 'default' },
+      spec: {
+        bpfEnabled: true,
+        bpfExternalServiceMode: dsr ? 'DSR' : 'Tunnel',
+        bpfKubeProxyIptablesCleanupEnabled: false,
+      },
+    } as never);
+  const waitAll = async (dsr: boolean) => {
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const all = topo.nodes.every(
+        (n) => (JSON.parse(readFileSync(agentStatusPath(LAB, n.name), 'utf8')) as { dsr: boolean }).dsr === dsr,
+      );
+      if (all) return;
+      assert.ok(Date.now() < deadline, `every agent switched to ${dsr ? 'DSR' : 'Tunnel'}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  for (const dsr of [true, false]) {
+    await mode(dsr);
+    await waitAll(dsr);
+    for (const n of topo.nodes) {
+      const r = await tcpAsk(topo.nsOf('ext'), n.ip, 30080);
+      assert.ok(r.ok, `NodePort on ${n.name} in ${dsr ? 'DSR' : 'Tunnel'} mode: ${r.error}`);
+      assert.equal(r.client?.split(':')[0], ext.ip);
+    }
+  }
 });
