@@ -765,7 +765,7 @@ export async function labStatus(nameOpt?: string): Promise<LabStatus> {
         podCidr: n.podCidr,
         netns: n.ns,
         tunnelIp: n.tunnelIp ?? null,
-        agent: agents.find((a) => a.node === n.name)?.running ? 'running' : 'none',
+        agent: agents.find((a) => a.node === n.name)?.detail ?? 'none',
       })),
       external: topo.external ? { ip: topo.external.ip, netns: topo.external.ns, routes: topo.external.routes } : null,
       pods: pods.map((p) => {

@@ -207,12 +207,12 @@ test('up: a 3-node lab with a 6-replica Deployment from YAML, in under 30 s', (t
     'network: namespaces',
     'network: ready',
     'controller: running',
-    'agents: none started',
+    'agents: node1 ready',
     'apply:',
     'pods: 6/6 ready',
+    'agents: datapath programmed on every node',
   ])
     assert.ok(out.includes(step), `progress shows "${step}":\n${out}`);
-  assert.match(out, /Services are stored but not programmed/);
   assert.match(out, /deployment\.apps\/echo created/);
   assert.match(
     out,
@@ -224,7 +224,7 @@ test('up: a 3-node lab with a 6-replica Deployment from YAML, in under 30 s', (t
   assert.ok(upMs < 30_000, msg);
 });
 
-test('status -o json: nodes, pods spread over them, services, no agents yet', async (t) => {
+test('status -o json: nodes, pods spread over them, services, an agent per node', async (t) => {
   if (!requirePrivileges(t, TOOLS)) return;
   const s = await status();
   assert.equal(s.name, LAB);
@@ -237,8 +237,16 @@ test('status -o json: nodes, pods spread over them, services, no agents yet', as
     ],
   );
   assert.equal(s.controller.running, true);
-  assert.equal(s.agents.running, false);
-  assert.equal(s.datapath.programmed, false);
+  assert.equal(s.agents.running, true);
+  assert.equal(s.datapath.programmed, true);
+  assert.deepEqual(
+    s.agents.nodes.map((a) => [a.node, a.running, a.detail.startsWith('ready')]),
+    [
+      ['node1', true, true],
+      ['node2', true, true],
+      ['node3', true, true],
+    ],
+  );
   const pods = s.pods.filter((p) => p.namespace === 'shop');
   assert.equal(pods.length, 6);
   for (const p of pods) {
@@ -266,7 +274,7 @@ test('status -o json: nodes, pods spread over them, services, no agents yet', as
   const table = await sluice(['lab', 'status', '--name', LAB]);
   assert.equal(table.code, 0);
   assert.match(table.stdout, /^node\s+ip\s+pod cidr/m);
-  assert.match(table.stdout, /Service datapath: not running: no node agent/);
+  assert.match(table.stdout, /^node1 .* ready \(pid \d+\): eBPF/m);
 });
 
 test('real TCP and UDP pod-to-pod across nodes, and node-to-pod, with the client address the server saw', async (t) => {
@@ -398,7 +406,7 @@ test('apply with a bad object applies the others and fails; logs; delete waits f
   assert.match(echoLogs.stdout, /"event":"ready"/);
   const agentLog = await sluice(['lab', 'logs', '--name', LAB, 'node/node1']);
   assert.equal(agentLog.code, 0);
-  assert.match(agentLog.stderr, /no agent log/);
+  assert.match(agentLog.stdout, /agent running/);
   // the pod's processes go with it (sleep ignores nothing, but the whole process group is signalled)
   const d = await sluice(['lab', 'delete', '--name', LAB, '-f', file, '--ignore-not-found']);
   assert.equal(d.code, 0, d.stderr);
