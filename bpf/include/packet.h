@@ -59,15 +59,10 @@ enum sl_parse_result {
 	SL_PARSE_MALFORMED = 2,
 };
 
-/* The slow path: headers read with bpf_skb_load_bytes, which also works when they are not in
- * the linear part of the packet. */
-SL_INLINE int sl_parse_copy(struct __sk_buff *skb, struct sl_pkt *p)
+/* Fills what follows from the IPv4 header already copied into p->ip; L4 fields start empty. */
+SL_INLINE void sl_pkt_from_ip(struct sl_pkt *p, __u32 l4_off)
 {
-	if (bpf_skb_load_bytes(skb, SL_IP_OFF, &p->ip, sizeof(p->ip)))
-		return SL_PARSE_MALFORMED;
-	if (p->ip.version != 4 || p->ip.ihl < 5)
-		return SL_PARSE_MALFORMED;
-	p->l4_off = ETH_HLEN + p->ip.ihl * 4;
+	p->l4_off = l4_off;
 	p->saddr = p->ip.saddr;
 	p->daddr = p->ip.daddr;
 	p->proto = p->ip.protocol;
@@ -78,6 +73,17 @@ SL_INLINE int sl_parse_copy(struct __sk_buff *skb, struct sl_pkt *p)
 	p->has_ports = 0;
 	p->icmp_type = 0;
 	p->icmp_code = 0;
+}
+
+/* The slow path: headers read with bpf_skb_load_bytes, which also works when they are not in
+ * the linear part of the packet. */
+SL_INLINE int sl_parse_copy(struct __sk_buff *skb, struct sl_pkt *p)
+{
+	if (bpf_skb_load_bytes(skb, SL_IP_OFF, &p->ip, sizeof(p->ip)))
+		return SL_PARSE_MALFORMED;
+	if (p->ip.version != 4 || p->ip.ihl < 5)
+		return SL_PARSE_MALFORMED;
+	sl_pkt_from_ip(p, ETH_HLEN + p->ip.ihl * 4);
 	if (p->frag)
 		return SL_PARSE_OK;
 	if (p->proto == IPPROTO_TCP) {
@@ -128,17 +134,7 @@ SL_INLINE int sl_parse(struct __sk_buff *skb, struct sl_pkt *p)
 	if (l4 + sizeof(struct tcphdr) > end)
 		return sl_parse_copy(skb, p);
 	__builtin_memcpy(&p->ip, ip, sizeof(p->ip));
-	p->l4_off = l4_off;
-	p->saddr = ip->saddr;
-	p->daddr = ip->daddr;
-	p->proto = ip->protocol;
-	p->frag = (ip->frag_off & bpf_htons(0x1fff)) != 0;
-	p->sport = 0;
-	p->dport = 0;
-	p->tcp_seen = 0;
-	p->has_ports = 0;
-	p->icmp_type = 0;
-	p->icmp_code = 0;
+	sl_pkt_from_ip(p, l4_off);
 	if (p->frag)
 		return SL_PARSE_OK;
 	if (p->proto == IPPROTO_TCP) {

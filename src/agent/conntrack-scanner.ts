@@ -4,29 +4,13 @@
 import { ctKeyOf, CtType, TcpSeen, type CtEntry, type CtKey } from '../datapath/conntrack.js';
 import type { TypedMap } from '../bpf/typed-map.js';
 import { Proto } from '../datapath/nat.js';
+import { CONNTRACK_AUTO_FALLBACK, type ConntrackTimeoutName } from './config-fields.js';
 
-/** Seconds. Defaults are Calico's. */
-export interface ConntrackTimeouts {
-  creationGracePeriod: number;
-  tcpSynSent: number;
-  tcpEstablished: number;
-  tcpFinsSeen: number;
-  tcpResetSeen: number;
-  udpTimeout: number;
-  genericTimeout: number;
-  icmpTimeout: number;
-}
+/** Seconds, per Calico's BPFConntrackTimeouts field ('Auto' already resolved). */
+export type ConntrackTimeouts = Record<ConntrackTimeoutName, number>;
 
-export const DEFAULT_CONNTRACK_TIMEOUTS: ConntrackTimeouts = {
-  creationGracePeriod: 10,
-  tcpSynSent: 20,
-  tcpEstablished: 3600,
-  tcpFinsSeen: 30,
-  tcpResetSeen: 40,
-  udpTimeout: 60,
-  genericTimeout: 600,
-  icmpTimeout: 5,
-};
+/** Calico's built-in values, as the configuration model defines them. */
+export const DEFAULT_CONNTRACK_TIMEOUTS: ConntrackTimeouts = CONNTRACK_AUTO_FALLBACK;
 
 export interface ScanResult {
   scanned: number;

@@ -5,6 +5,7 @@
 //
 // Invalid data produces a `ProxyError` naming the object and the field, and costs only what it
 // must: a bad port loses that port, a bad externalIP that frontend; other Services never notice.
+import { ipv4ToU32 } from '../packet/addr.js';
 import { isIPv6 } from 'node:net';
 import {
   ANNOTATION_LB_SOURCE_RANGES,
@@ -34,26 +35,11 @@ import {
 /** "a.b.c.d" as an unsigned 32-bit number, or undefined. Leading zeros are decimal, as Kubernetes reads them. */
 export function parseIPv4(s: unknown): number | undefined {
   if (typeof s !== 'string') return undefined;
-  let value = 0;
-  let octet = 0;
-  let digits = 0;
-  let dots = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 48 && c <= 57) {
-      octet = octet * 10 + (c - 48);
-      if (++digits > 3 || octet > 255) return undefined;
-    } else if (c === 46 && digits > 0 && dots < 3) {
-      value = value * 256 + octet;
-      octet = 0;
-      digits = 0;
-      dots++;
-    } else {
-      return undefined;
-    }
+  try {
+    return ipv4ToU32(s);
+  } catch {
+    return undefined;
   }
-  if (dots !== 3 || digits === 0) return undefined;
-  return value * 256 + octet;
 }
 
 export function formatIPv4(n: number): string {
