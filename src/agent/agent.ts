@@ -204,10 +204,18 @@ export class Agent {
     }
     for (const c of changed)
       this.log.info({ field: c.name, old: c.old, new: c.new, apply: c.apply }, 'configuration changed');
-    const reload = changed.some((c) => c.apply === 'reload' || c.apply === 'restart');
-    if (reload && this.datapath) {
+    const restart = changed.filter((c) => c.apply === 'restart');
+    const reload = changed.some((c) => c.apply === 'reload');
+    if (restart.length && this.datapath) {
+      // New map sizes need new maps: the datapath restarts with its entries migrated into them.
+      this.log.info(
+        { fields: restart.map((c) => c.name) },
+        'restarting the datapath: new maps for the new sizes, entries migrated',
+      );
+      this.reloadDatapath(true);
+    } else if (reload && this.datapath) {
       this.log.info('reloading the datapath programs for the new configuration');
-      this.reloadDatapath();
+      this.reloadDatapath(false);
     }
   }
 
@@ -215,7 +223,7 @@ export class Agent {
     return this.opts.nodeIp ?? this.nodes.get(this.opts.nodeName)?.ip;
   }
 
-  private loadDatapath(): NodeDatapath | undefined {
+  private loadDatapath(migrate = false): NodeDatapath | undefined {
     const ip = this.nodeIp();
     if (!ip) {
       this.log.warn({ node: this.opts.nodeName }, 'waiting for the Node object (no InternalIP yet)');
@@ -229,6 +237,7 @@ export class Agent {
       tunnelMtu: settings.tunnelMtu,
       dsr: settings.dsr,
       maxEntries: settings.maxEntries,
+      onPinMismatch: migrate ? 'migrate' : 'error',
     });
     this.log.info({ pinRoot: this.pinRoot, hostIp: ip, mode: dp.mode, dsr: settings.dsr }, 'datapath loaded');
     for (const [name, map] of dp.tc.maps)
@@ -236,12 +245,22 @@ export class Agent {
     return dp;
   }
 
-  /** New programs with the new constants, swapped into the existing links; maps are kept. */
-  private reloadDatapath(): void {
+  /**
+   * New programs with the new constants, swapped into the existing links. Maps are kept, or with
+   * `resize` replaced by maps of the configured sizes holding the same entries.
+   */
+  private reloadDatapath(resize: boolean): void {
     const old = this.datapath;
-    const dp = this.loadDatapath();
+    const dp = this.loadDatapath(resize);
     if (!dp || !old) return;
     for (const [ifname, a] of this.attached) dp.attach(ifname, a.ifindex, a.role);
+    if (resize) {
+      // Flows the old programs recorded between the copy and the swap: copy what is missing.
+      for (const [name, m] of dp.tc.maps) {
+        const before = old.tc.maps.get(name);
+        if (before && before.fd !== m.fd && name.startsWith('sl_') && before.id() !== m.id()) m.copyFrom(before, true);
+      }
+    }
     if (this.opts.cgroup) {
       old.detachCgroup(this.opts.cgroup);
       dp.attachCgroup(this.opts.cgroup);

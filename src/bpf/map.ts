@@ -9,6 +9,7 @@ import {
   Cmd,
   MapType,
   mapTypeNames,
+  UpdateFlags,
   newAttr,
   objGet,
   objInfo,
@@ -40,7 +41,12 @@ const ENOTSUPP = 524;
 const EOPNOTSUPP = 95;
 const EINVAL = 22;
 
-export type MismatchPolicy = 'error' | 'replace';
+/**
+ * What to do when a pinned map's definition differs from the expected one: fail; replace it with
+ * a new empty map; or, when only the size or flags differ, migrate: a new map of the new size
+ * with every entry copied over (a map resized by configuration, such as bpfMapSizeConntrack).
+ */
+export type MismatchPolicy = 'error' | 'replace' | 'migrate';
 
 export interface MapDefinition {
   name: string;
@@ -138,8 +144,22 @@ export class BpfMap {
       if ((got.flags & ~0x80) !== ((expected.flags ?? 0) & ~0x80))
         diffs.push(`flags ${got.flags} != ${expected.flags ?? 0}`);
       if (diffs.length > 0) {
+        const sameLayout =
+          got.type === expected.type && got.keySize === expected.keySize && got.valueSize === expected.valueSize;
+        if (onMismatch === 'migrate' && sameLayout) {
+          const old = new BpfMap(fd, { ...got, name: expected.name }, path);
+          try {
+            const m = BpfMap.create(expected);
+            m.copyFrom(old);
+            BpfMap.unpin(path);
+            m.pin(path);
+            return m;
+          } finally {
+            old.close();
+          }
+        }
         closeFd(fd);
-        if (onMismatch === 'replace') {
+        if (onMismatch === 'replace' || onMismatch === 'migrate') {
           BpfMap.unpin(path);
           const m = BpfMap.create(expected);
           m.pin(path);
@@ -366,6 +386,47 @@ export class BpfMap {
       const v = this.lookup(k);
       if (v) yield [k, v];
     }
+  }
+
+  /**
+   * Copies the entries of `other` (same key and value layout) into this map, in batches; with
+   * `onlyMissing`, entries this map already has are kept. Returns how many were written; entries
+   * that do not fit (a smaller map) are left out.
+   */
+  copyFrom(other: BpfMap, onlyMissing = false, chunk = 4096): number {
+    const ks = this.def.keySize;
+    const vs = this.userValueSize;
+    const keys = Buffer.alloc(ks * chunk);
+    const values = Buffer.alloc(vs * chunk);
+    let n = 0;
+    let written = 0;
+    const flush = () => {
+      if (n === 0) return;
+      try {
+        written += this.updateBatch(keys, values, n, onlyMissing ? UpdateFlags.NOEXIST : UpdateFlags.ANY);
+      } catch (err) {
+        // NOEXIST stops a batch at the first existing key; finish one by one, skipping those.
+        if (!(err instanceof BpfError) || (err.code !== 'EEXIST' && err.code !== 'E2BIG')) throw err;
+        for (let i = 0; i < n; i++) {
+          keys.copy(this.scratchKey, 0, i * ks, (i + 1) * ks);
+          values.copy(this.scratchValue, 0, i * vs, (i + 1) * vs);
+          try {
+            this.updateScratch(onlyMissing ? UpdateFlags.NOEXIST : UpdateFlags.ANY);
+            written++;
+          } catch (e) {
+            if (!(e instanceof BpfError) || (e.code !== 'EEXIST' && e.code !== 'E2BIG')) throw e;
+          }
+        }
+      }
+      n = 0;
+    };
+    for (const [k, v] of other.entries()) {
+      k.copy(keys, n * ks);
+      v.copy(values, n * vs);
+      if (++n === chunk) flush();
+    }
+    flush();
+    return written;
   }
 
   /** Removes every element (array maps cannot delete; they are zeroed instead). */

@@ -11,6 +11,7 @@ import { withNetns, type NetnsRef } from '../bpf/netns.js';
 import { probeTcx } from '../bpf/features.js';
 import { AttachType } from '../bpf/syscall.js';
 import { ensurePinDir } from '../bpf/bpffs.js';
+import type { MismatchPolicy } from '../bpf/map.js';
 import { BpfError } from '../bpf/errors.js';
 import { bpfObjectPath } from '../paths.js';
 import { ipv4 } from '../bpf/codec.js';
@@ -37,6 +38,8 @@ export interface NodeDatapathConfig {
   /** Run attach calls in this network namespace (the agent itself already runs inside it). */
   netns?: NetnsRef;
   maxEntries?: Record<string, number>;
+  /** When a pinned map's size differs from `maxEntries` (configuration changed): default 'error'. */
+  onPinMismatch?: MismatchPolicy;
 }
 
 /** Network-order address as the program reads it from a u32 (little-endian host). */
@@ -89,7 +92,12 @@ export class NodeDatapath {
       sl_tunnel_mtu: config.tunnelMtu ?? 1450,
       sl_dsr: config.dsr ? 1 : 0,
     };
-    const opts = { pinRoot: config.pinRoot, constants, maxEntries: config.maxEntries };
+    const opts = {
+      pinRoot: config.pinRoot,
+      constants,
+      maxEntries: config.maxEntries,
+      onPinMismatch: config.onPinMismatch,
+    };
     const tc = Collection.load(loadObjectFile(bpfObjectPath('tc')), opts);
     try {
       const ctlbSpec = loadObjectFile(bpfObjectPath('connect'));

@@ -239,3 +239,62 @@ test('bpfExternalServiceMode switches to DSR and back live, NodePort answering t
     }
   }
 });
+
+test('bpfMapSizeConntrack changed under traffic: maps resized with their entries, no connection lost', async (t) => {
+  if (!requirePrivileges(t)) return;
+  const web = await svc('web');
+  const ip = web.spec!.clusterIP!;
+  const loop = run(
+    'nsenter',
+    [
+      `--net=/run/netns/${clientNs()}`,
+      process.execPath,
+      path.join(packageRoot, 'dist', 'src', 'lab', 'traffic-loop.js'),
+      '--tcp',
+      `${ip}:80`,
+      '--udp',
+      `${ip}:53`,
+      '--seconds',
+      '5',
+      '--interval-ms',
+      '50',
+    ],
+    { encoding: 'utf8' },
+  );
+  await new Promise((r) => setTimeout(r, 1500));
+  await store.apply({
+    apiVersion: 'projectcalico.org/v3',
+    kind: 'FelixConfiguration',
+    metadata: { name: 'default' },
+    spec: { bpfEnabled: true, bpfKubeProxyIptablesCleanupEnabled: false, bpfMapSizeConntrack: 600000 },
+  } as never);
+  const { BpfMap } = await import('../../src/bpf/map.js');
+  const { withNetns } = await import('../../src/bpf/netns.js');
+  const pin = path.join(labPinRoot(LAB), 'node1', 'sl_ct_v1');
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const size = withNetns(topo.node(1).ns, () => {
+      const m = BpfMap.openPinned(pin);
+      try {
+        return m.def.maxEntries;
+      } finally {
+        m.close();
+      }
+    });
+    if (size === 600000) break;
+    assert.ok(Date.now() < deadline, 'node1 resized its conntrack map');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const { stdout } = await loop;
+  const totals = JSON.parse(stdout.trim()) as {
+    newConnections: number;
+    newFailures: number;
+    streamBroken: boolean;
+    udpFailures: number;
+    errors: string[];
+  };
+  assert.ok(totals.newConnections > 50);
+  assert.equal(totals.newFailures, 0, totals.errors.join(', '));
+  assert.equal(totals.udpFailures, 0, totals.errors.join(', '));
+  assert.equal(totals.streamBroken, false, 'the established stream kept its conntrack entries');
+});

@@ -178,6 +178,28 @@ test('pinned maps: reopened by a second load, and a mismatched definition fails 
   assert.equal([...migrated.map('t_pinned').keys()].length, 0);
 });
 
+test('a pinned map resized by configuration is migrated: new size, same entries', (t) => {
+  if (!requirePrivileges(t)) return;
+  const def = { name: 'sl_resize_t', type: MapType.LRU_HASH, keySize: 4, valueSize: 8, maxEntries: 1000 };
+  const pin = path.join(pins.path, 'sl_resize_t');
+  const small = BpfMap.create(def);
+  small.pin(pin);
+  const typed = new TypedMap(small, u32, u64);
+  typed.setMany(Array.from({ length: 600 }, (_, i) => [i, BigInt(i) * 7n] as [number, bigint]));
+  small.close();
+  const big = BpfMap.openPinned(pin, { ...def, maxEntries: 5000 }, 'migrate');
+  t.after(() => big.close());
+  assert.equal(big.def.maxEntries, 5000);
+  const after = new TypedMap(big, u32, u64);
+  assert.equal([...after.keys()].length, 600);
+  assert.equal(after.get(599), 599n * 7n);
+  assert.equal(BpfMap.openPinned(pin).def.maxEntries, 5000, 'the pin now holds the new map');
+  // A different layout cannot be migrated: replaced empty instead.
+  const other = BpfMap.openPinned(pin, { ...def, valueSize: 16 }, 'migrate');
+  assert.equal([...other.keys()].length, 0);
+  other.close();
+});
+
 test('a codec whose size differs from the map is refused', (t) => {
   if (!requirePrivileges(t)) return;
   const coll = Collection.load(loadObjectFile(bpfObjectPath('test/maps')), { programs: [] });
