@@ -5,7 +5,10 @@ import path from 'node:path';
 import { packageRoot } from '../src/paths.js';
 import { benchMapUpdates } from './map-updates.js';
 import { benchPacketCost } from './datapath.js';
-import { benchAgentSync } from './agent-sync.js';
+import type { AgentSyncResult } from './agent-sync.js';
+import { AGENT_NODE_FLAGS } from '../src/agent/runtime.js';
+import { execFileSync } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
 import { benchThroughput } from './throughput.js';
 
 const quick = process.argv.includes('--quick');
@@ -34,7 +37,19 @@ if (mapUpdates.c) {
 console.log(
   `control plane: ${quick ? '1,000' : '10,000'} Services x 10 endpoints into the maps, then 1,000 single-endpoint changes...`,
 );
-const agentSync = benchAgentSync(quick ? 1000 : 10_000, 10, 1000);
+// In a process of its own, started the way the lab starts agents, so memory is the agent's.
+const agentSync = JSON.parse(
+  execFileSync(
+    process.execPath,
+    [
+      ...AGENT_NODE_FLAGS,
+      '--expose-gc',
+      '-e',
+      `import('${pathToFileURL(path.join(packageRoot, 'dist', 'bench', 'agent-sync.js')).href}').then((m) => console.log(JSON.stringify(m.benchAgentSync(${quick ? 1000 : 10_000}, 10, 1000))))`,
+    ],
+    { encoding: 'utf8', maxBuffer: 1 << 20 },
+  ),
+) as AgentSyncResult;
 console.log(
   `  initial sync: ${agentSync.initialSyncSeconds.toFixed(2)} s (${agentSync.frontends} frontends, ${agentSync.backends} backends)`,
 );

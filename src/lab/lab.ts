@@ -44,6 +44,7 @@ import {
 } from './resources.js';
 import { describeObject, FileStore, type Kind, type Pod, type Service } from './store.js';
 import { LAB_RUN_DIR, Topology, type Overlay } from './topology.js';
+import { AGENT_NODE_FLAGS } from '../agent/runtime.js';
 
 export const DEFAULT_LAB = 'lab';
 export const DEFAULT_NODES = 3;
@@ -286,6 +287,7 @@ async function startAgents(topo: Topology, store: FileStore): Promise<AgentHealt
       'nsenter',
       `--net=/run/netns/${n.ns}`,
       process.execPath,
+      ...AGENT_NODE_FLAGS,
       SLUICE_BIN,
       'agent',
       '--lab',

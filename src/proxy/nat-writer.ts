@@ -2,6 +2,7 @@
 // before the frontends that count them and removed after, so a packet never meets a frontend whose
 // backends are not all there. Bulk work goes through batch calls. On start it adopts what the maps
 // already hold (a restarted agent), so an unchanged Service is never rewritten.
+import { ipv4ToU32 } from '../packet/addr.js';
 import {
   FE_PREFIX_FIXED,
   FrontendFlags,
@@ -56,6 +57,11 @@ const sameFe = (a: Frontend, b: Frontend) =>
   a.flags === b.flags;
 const sameBe = (a: Backend, b: Backend) => a.addr === b.addr && a.port === b.port;
 
+/** A backend as one number (address, port, protocol): 100k of them as strings cost megabytes. */
+function backendId(addr: string, port: number, proto: number): number {
+  return (ipv4ToU32(addr) * 65536 + port) * 4 + (proto === 6 ? 0 : proto === 17 ? 1 : 2);
+}
+
 interface Group {
   svcId: number;
   proto: number;
@@ -78,8 +84,8 @@ export class NatWriter {
   private readonly beInMap = new Map<number, Backend[]>();
   private readonly groups = new Map<string, Group>();
   private readonly svcIdOwner = new Map<number, string>();
-  /** How many groups use each backend (addr:port/proto), so a removal is known to be final. */
-  private readonly backendRefs = new Map<string, number>();
+  /** How many groups use each backend (backendId), so a removal is known to be final. */
+  private readonly backendRefs = new Map<number, number>();
   private nextSvcId = 1;
 
   constructor(private readonly nat: NatMaps) {
@@ -272,9 +278,9 @@ export class NatWriter {
     this.dirtyKeys.clear();
     // A backend that left one Service but still serves another is not gone.
     if (result.removedBackends.length) {
-      const seen = new Set<string>();
+      const seen = new Set<number>();
       result.removedBackends = result.removedBackends.filter((b) => {
-        const id = `${b.addr}:${b.port}/${b.proto}`;
+        const id = backendId(b.addr, b.port, b.proto);
         if ((this.backendRefs.get(id) ?? 0) > 0 || seen.has(id)) return false;
         seen.add(id);
         return true;
@@ -286,7 +292,7 @@ export class NatWriter {
   private countRefs(g: Group | undefined, delta: number): void {
     if (!g) return;
     for (const b of g.backends) {
-      const id = `${b.addr}:${b.port}/${g.proto}`;
+      const id = backendId(b.addr, b.port, g.proto);
       const n = (this.backendRefs.get(id) ?? 0) + delta;
       if (n > 0) this.backendRefs.set(id, n);
       else this.backendRefs.delete(id);
