@@ -1189,9 +1189,16 @@ export async function demoCheck(name: string, out: Printer): Promise<boolean> {
         const where = `${label(a)} -> ${s.spec.clusterIP}:${tcp.port}`;
         if (!programmed) rows.push(`  ClusterIP     tcp  ${where}: not programmed yet (no node agent)`);
         else {
-          const d = describeAnswer(await askEchoIn(aNs, 'tcp', s.spec.clusterIP, tcp.port, { timeoutMs: 2000 }), aIp);
+          const r = await askEchoIn(aNs, 'tcp', s.spec.clusterIP, tcp.port, { timeoutMs: 2000 });
+          // A pod that reaches itself through its Service sees its node's address (hairpin
+          // traffic is source-NATed, as kube-proxy does).
+          const hairpin = r.ok && r.name === a.metadata?.name;
+          const nodeIp = topo.nodes.find((n) => n.name === a.spec?.nodeName)?.ip ?? aIp;
+          const d = describeAnswer(r, hairpin ? nodeIp : aIp);
           allOk &&= d.ok;
-          rows.push(`  ClusterIP     tcp  ${where}: ${d.text} [${check(d.ok)}]`);
+          rows.push(
+            `  ClusterIP     tcp  ${where}: ${d.text}${hairpin ? ' (itself: hairpin, from its node)' : ''} [${check(d.ok)}]`,
+          );
         }
       }
       if ((s.spec?.type === 'NodePort' || s.spec?.type === 'LoadBalancer') && tcp.nodePort && topo.external) {
