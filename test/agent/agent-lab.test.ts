@@ -298,3 +298,56 @@ test('bpfMapSizeConntrack changed under traffic: maps resized with their entries
   assert.equal(totals.udpFailures, 0, totals.errors.join(', '));
   assert.equal(totals.streamBroken, false, 'the established stream kept its conntrack entries');
 });
+
+test("internalTrafficPolicy Local, loadBalancerSourceRanges, another proxy's Service, publishNotReadyAddresses", async (t) => {
+  if (!requirePrivileges(t)) return;
+  store.refresh();
+  const podNode = new Map(store.snapshot('Pod').map((p) => [p.metadata!.name!, p.spec?.nodeName]));
+  // ITP Local from a pod on node1: only node1's backend answers.
+  const itp = await svc('web-itp');
+  for (let i = 0; i < 6; i++) {
+    const r = await tcpAsk(clientNs(), itp.spec!.clusterIP!, 80);
+    assert.ok(r.ok, r.error);
+    assert.equal(podNode.get(r.name!), 'node1', `${r.name} is on node1`);
+  }
+  // Source ranges that exclude the external client: its connections are dropped.
+  const ranges = await svc('web-ranges');
+  const lbIp = ranges.status?.loadBalancer?.ingress?.[0]?.ip;
+  assert.ok(lbIp);
+  const denied = await tcpAsk(topo.nsOf('ext'), lbIp!, 81, { timeoutMs: 1500 });
+  assert.equal(denied.ok, false, 'a source outside loadBalancerSourceRanges is not served');
+  // A Service labelled for another proxy is left alone: its ClusterIP is not programmed.
+  const other = await svc('web-other-proxy');
+  const r = await tcpAsk(clientNs(), other.spec!.clusterIP!, 80, { timeoutMs: 1500 });
+  assert.equal(r.ok, false);
+  // A pod that never becomes ready serves only through the Service that publishes not-ready
+  // addresses.
+  const applied = await run(
+    process.execPath,
+    [
+      path.join(packageRoot, 'bin', 'sluice.js'),
+      'lab',
+      'apply',
+      '--name',
+      LAB,
+      '-f',
+      path.join(packageRoot, 'test', 'agent', 'fixtures', 'unready.yaml'),
+    ],
+    { encoding: 'utf8' },
+  );
+  assert.match(applied.stdout, /service\/unready created/);
+  const until = Date.now() + 20_000;
+  let p = await tcpAsk(clientNs(), (await svc('unready-published')).spec!.clusterIP!, 80, { timeoutMs: 1000 });
+  while (!p.ok && Date.now() < until) {
+    await new Promise((res) => setTimeout(res, 250));
+    p = await tcpAsk(clientNs(), (await svc('unready-published')).spec!.clusterIP!, 80, { timeoutMs: 1000 });
+  }
+  const pub = await svc('unready-published');
+  p = await tcpAsk(clientNs(), pub.spec!.clusterIP!, 80);
+  assert.ok(p.ok, `publishNotReadyAddresses: ${p.error}`);
+  assert.equal(p.name, 'unready');
+  const hidden = await svc('unready');
+  const h = await tcpAsk(clientNs(), hidden.spec!.clusterIP!, 80, { timeoutMs: 1500 });
+  assert.equal(h.ok, false, 'no ready endpoint: refused');
+  assert.equal(h.error, 'ECONNREFUSED', 'a Service without endpoints rejects at once');
+});
