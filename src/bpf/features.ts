@@ -75,13 +75,14 @@ export function probeHelper(
   id: number,
   since: string,
   progType: number = ProgType.SCHED_CLS,
+  attach = 0,
 ): ProbeResult {
   const insns = Buffer.alloc(24);
   insns.writeUInt8(0x85, 0); // call
   insns.writeInt32LE(id, 4);
-  EXIT0.copy(insns, 8);
+  (progType === ProgType.CGROUP_SOCK_ADDR ? EXIT1 : EXIT0).copy(insns, 8);
   try {
-    closeFd(loadProgramFd({ name: 'sl_probe', type: progType, insns }));
+    closeFd(loadProgramFd({ name: 'sl_probe', type: progType, insns, expectedAttachType: attach }));
     return { name: `helper ${name}`, status: 'supported', since };
   } catch (err) {
     if (!(err instanceof BpfError)) throw err;
@@ -161,6 +162,14 @@ export function probeAll(): FeatureReport {
     probeHelper('bpf_tail_call', 12, '4.2'),
     probeHelper('bpf_ringbuf_output', 130, '5.8'),
     probeHelper('bpf_ktime_get_ns', 5, '4.1'),
+    probeHelper('bpf_ktime_get_coarse_ns', 160, '5.11'),
+    probeHelper(
+      'bpf_get_socket_cookie (connect4)',
+      46,
+      '4.12',
+      ProgType.CGROUP_SOCK_ADDR,
+      AttachType.CGROUP_INET4_CONNECT,
+    ),
     probeHelper('bpf_get_prandom_u32', 7, '4.1'),
     probeTcx(),
   ];

@@ -29,6 +29,11 @@ export const REQUIRED_FEATURES: readonly string[] = [
   'helper bpf_l3_csum_replace',
   'helper bpf_l4_csum_replace',
   'helper bpf_tail_call',
+  'helper bpf_redirect_neigh',
+  'helper bpf_skb_adjust_room',
+  'helper bpf_csum_diff',
+  'helper bpf_ktime_get_coarse_ns',
+  'program type cgroup_sock_addr (connect4)',
 ];
 
 export interface FeatureVerdict {

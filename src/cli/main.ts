@@ -9,6 +9,7 @@ import { DEFAULT_BPFFS_ROOT, packageRoot } from '../paths.js';
 import { countersCommand, featuresCommand } from './bpf-commands.js';
 import { conntrackDump, natDump, routesDump } from './datapath-dump.js';
 import { agentCommand, type AgentCommandOptions } from './agent.js';
+import { checkCommand } from './check.js';
 import { demoDown, runDemo } from './demo.js';
 import { registerEchoCommand, registerLabCommands } from './lab.js';
 import { CliError, outputFormats, stdio, type OutputFormat } from './output.js';
@@ -85,6 +86,23 @@ export function buildProgram(): Command {
   registerEchoCommand(program);
 
   program
+    .command('check')
+    .description(
+      'check that this node can run the eBPF dataplane (kernel, bpffs, BTF, probed features, API server, interfaces); exit 1 if not',
+    )
+    .addOption(outputOption())
+    .addOption(
+      new Option('--kernel-release <release>', 'judge this kernel release instead of the running one').hideHelp(),
+    )
+    .addOption(new Option('--bpffs <dir>', 'where the BPF filesystem must be mounted').default('/sys/fs/bpf'))
+    .option('--data-iface-pattern <regex>', 'bpfDataIfacePattern to check interfaces against')
+    .action(
+      async (opts: { output: OutputFormat; kernelRelease?: string; bpffs: string; dataIfacePattern?: string }) => {
+        process.exitCode = await checkCommand(opts);
+      },
+    );
+
+  program
     .command('agent')
     .description("run the node agent: program this node's datapath from the cluster (or a lab) and keep it in step")
     .option('--node-name <name>', 'this node (default: $NODENAME)')
@@ -124,7 +142,8 @@ function report(err: unknown): void {
 export async function main(argv: string[] = process.argv): Promise<number> {
   try {
     await buildProgram().parseAsync(argv);
-    return 0;
+    // A command that set its own exit code (such as `check`) keeps it.
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     report(err);
     return err instanceof CliError ? err.exitCode : 1;
