@@ -20,6 +20,8 @@ import { scanConntrack } from './conntrack-scanner.js';
 import { readNodeNetwork, type NodeNetwork } from './interfaces.js';
 import { AgentMetrics } from './metrics.js';
 import { HealthServers, type HealthCheckService } from './health.js';
+import { probeAll } from '../bpf/features.js';
+import { judgeFeatures } from '../datapath/requirements.js';
 import { AGENT_KINDS, type Datastore, type KubeObject, type Watch, type WatchEvent } from './datastore/types.js';
 import { DEFAULT_BPFFS_ROOT } from '../paths.js';
 
@@ -67,6 +69,8 @@ export class Agent {
   private readonly health: HealthServers;
   private timers: NodeJS.Timeout[] = [];
   private syncScheduled = false;
+  /** Features the datapath needs that this kernel lacks (probed once). */
+  private unsupported: string[] | undefined;
   private pendingSince = 0;
   private synced = false;
   private firstSyncDone = false;
@@ -303,6 +307,23 @@ export class Agent {
       return;
     }
     if (!this.datapath) {
+      if (this.unsupported === undefined) {
+        const v = judgeFeatures(probeAll());
+        this.unsupported = [...v.unsupported, ...v.inconclusive].map((p) => p.name);
+      }
+      if (this.unsupported.length) {
+        // As Calico does: warn and keep the standard dataplane rather than fail the node.
+        if (!this.firstSyncDone) {
+          this.log.warn(
+            { missing: this.unsupported },
+            'this kernel cannot run the eBPF dataplane; keeping the standard dataplane (see `sluice check`)',
+          );
+        }
+        this.firstSyncDone = true;
+        this.state.ready = true;
+        this.writeStatus();
+        return;
+      }
       this.datapath = this.loadDatapath();
       if (!this.datapath) return;
       this.writer = new NatWriter(this.datapath.nat);

@@ -14,7 +14,7 @@ import { isBpffs } from '../bpf/bpffs.js';
 import { kernelVersion, probeAll, versionAtLeast, type ProbeResult } from '../bpf/features.js';
 import { existsSync } from 'node:fs';
 import { compileGoRegexp, DEFAULT_DATA_IFACE_PATTERN } from '../agent/config-fields.js';
-import { judgeFeatures, REQUIRED_FEATURES } from './bpf-commands.js';
+import { judgeFeatures, REQUIRED_FEATURES } from '../datapath/requirements.js';
 import { formatJson, formatTable, stdio, type OutputFormat, type Printer } from './output.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
