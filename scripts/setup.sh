@@ -15,7 +15,8 @@ fi
 declare -A need=(
   [clang]=clang [llc]=llvm [bpftool]=bpftool [ip]=iproute2 [tc]=iproute2 [ethtool]=ethtool
   [iperf3]=iperf3 [tcpdump]=tcpdump [nsenter]=util-linux [ping]=iputils-ping [make]=make
-  [nc]=netcat-openbsd [curl]=curl
+  [nc]=netcat-openbsd [curl]=curl [python3]=python3
+  [iptables-save]=iptables [nft]=nftables
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -17,6 +17,7 @@ import { toNatFrontend } from '../proxy/model.js';
 import { NatWriter } from '../proxy/nat-writer.js';
 import { ConfigStore, datapathSettings, resolveConntrackTimeouts, type Config } from './config.js';
 import { scanConntrack } from './conntrack-scanner.js';
+import { KubeProxyCleaner } from './kube-proxy-cleanup.js';
 import { readNodeNetwork, type NodeNetwork } from './interfaces.js';
 import { AgentMetrics } from './metrics.js';
 import { HealthServers, type HealthCheckService } from './health.js';
@@ -119,6 +120,7 @@ export class Agent {
     this.timers.push(setInterval(() => this.pollInterfaces(), iv.interfacePollMs ?? 5000));
     this.timers.push(setInterval(() => this.scanConntrack(), iv.conntrackScanMs ?? 10_000));
     this.timers.push(setInterval(() => this.updateCounters(), iv.countersMs ?? 5000));
+    this.timers.push(setInterval(() => void this.cleanKubeProxy(), 30_000));
     for (const t of this.timers) t.unref();
     await this.whenSynced();
   }
@@ -366,6 +368,7 @@ export class Agent {
     if (!this.network) this.network = await readNodeNetwork(this.workloadPrefixes);
     this.syncInterfaces(dp);
     this.syncRoutes(dp);
+    if (!this.firstSyncDone) await this.cleanKubeProxy();
     this.firstSyncDone = true;
     this.state.ready = true;
     this.state.lastSyncMs = Date.now();
@@ -506,6 +509,19 @@ export class Agent {
     if (writes.length) dp.routes.setMany(writes);
     if (deletes.length) dp.routes.deleteMany(deletes);
     this.routesInMap = want;
+  }
+
+  private kubeProxyCleaner: KubeProxyCleaner | undefined;
+
+  /** bpfKubeProxyIptablesCleanupEnabled: kube-proxy's rules go once Sluice serves Services. */
+  private async cleanKubeProxy(): Promise<void> {
+    if (this.stopped || !this.datapath || !this.cfg.bpfKubeProxyIptablesCleanupEnabled) return;
+    try {
+      this.kubeProxyCleaner ??= new KubeProxyCleaner(this.log);
+      await this.kubeProxyCleaner.tick();
+    } catch (err) {
+      this.log.warn({ err }, "removing kube-proxy's rules failed");
+    }
   }
 
   private scanConntrack(): void {
