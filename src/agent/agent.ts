@@ -75,6 +75,8 @@ export class Agent {
   private pendingSince = 0;
   private synced = false;
   private firstSyncDone = false;
+  /** The next sync programs every frontend (the datapath was just loaded or adopted). */
+  private fullSync = false;
   private stopped = false;
   private syncing: Promise<void> = Promise.resolve();
   readonly state = {
@@ -212,6 +214,10 @@ export class Agent {
       this.log.info({ field: c.name, old: c.old, new: c.new, apply: c.apply }, 'configuration changed');
     const restart = changed.filter((c) => c.apply === 'restart');
     const reload = changed.some((c) => c.apply === 'reload');
+    if (!this.cfg.bpfEnabled && this.datapath) {
+      this.rollback();
+      return;
+    }
     if (restart.length && this.datapath) {
       // New map sizes need new maps: the datapath restarts with its entries migrated into them.
       this.log.info(
@@ -223,6 +229,24 @@ export class Agent {
       this.log.info('reloading the datapath programs for the new configuration');
       this.reloadDatapath(false);
     }
+  }
+
+  /**
+   * bpfEnabled: false. Every program is detached, every pin removed: the node is left as if Sluice
+   * had never run, for kube-proxy (or the standard dataplane) to serve it. Enabling again later
+   * starts from nothing.
+   */
+  private rollback(): void {
+    const dp = this.datapath!;
+    this.log.info({ pinRoot: this.pinRoot }, 'bpfEnabled is false: detaching every program and removing the pins');
+    for (const name of dp.pinnedInterfaces()) if (!this.attached.has(name)) dp.dropPinned(name);
+    dp.close({ unpin: true });
+    this.datapath = undefined;
+    this.writer = undefined;
+    this.attached.clear();
+    this.routesInMap.clear();
+    this.firstSyncDone = false;
+    this.writeStatus();
   }
 
   private nodeIp(): string | undefined {
@@ -329,6 +353,7 @@ export class Agent {
       this.datapath = this.loadDatapath();
       if (!this.datapath) return;
       this.writer = new NatWriter(this.datapath.nat);
+      this.fullSync = true;
       for (const [k, v] of this.datapath.routes.entries()) this.routesInMap.set(routeId(k), [k, v]);
       if (this.opts.cgroup) this.datapath.attachCgroup(this.opts.cgroup);
     }
@@ -340,13 +365,16 @@ export class Agent {
       this.metrics.errors.inc({ kind: e.object.split(' ')[0] });
       this.log.error({ object: e.object, field: e.field }, `${e.object}: ${e.field}: ${e.reason}`);
     }
-    if (!this.firstSyncDone) {
+    // A freshly loaded (or adopted) datapath gets everything, and loses what nothing claims.
+    const full = this.fullSync;
+    this.fullSync = false;
+    if (full) {
       for (const f of this.tracker.frontends()) writer.upsert(toNatFrontend(f));
     } else {
       for (const key of changes.deletes) writer.remove(key);
       for (const f of changes.upserts) writer.upsert(toNatFrontend(f));
     }
-    const r = writer.flush({ prune: !this.firstSyncDone });
+    const r = writer.flush({ prune: full });
     for (const b of r.removedBackends) {
       // UDP has no end-of-flow: forget flows and sockets aimed at a gone backend. TCP flows to a
       // terminating backend finish on their own, as with kube-proxy.
@@ -368,7 +396,7 @@ export class Agent {
     if (!this.network) this.network = await readNodeNetwork(this.workloadPrefixes);
     this.syncInterfaces(dp);
     this.syncRoutes(dp);
-    if (!this.firstSyncDone) await this.cleanKubeProxy();
+    if (full) await this.cleanKubeProxy();
     this.firstSyncDone = true;
     this.state.ready = true;
     this.state.lastSyncMs = Date.now();

@@ -351,3 +351,44 @@ test("internalTrafficPolicy Local, loadBalancerSourceRanges, another proxy's Ser
   assert.equal(h.ok, false, 'no ready endpoint: refused');
   assert.equal(h.error, 'ECONNREFUSED', 'a Service without endpoints rejects at once');
 });
+
+test('rollback: bpfEnabled false detaches every program and removes every pin; true programs again', async (t) => {
+  if (!requirePrivileges(t)) return;
+  const { existsSync } = await import('node:fs');
+  const { withNetns } = await import('../../src/bpf/netns.js');
+  const { queryTcx } = await import('../../src/bpf/link.js');
+  const felix = (enabled: boolean) =>
+    store.apply({
+      apiVersion: 'projectcalico.org/v3',
+      kind: 'FelixConfiguration',
+      metadata: { name: 'default' },
+      spec: { bpfEnabled: enabled, bpfKubeProxyIptablesCleanupEnabled: false },
+    } as never);
+  const web = await svc('web');
+  const client = topo.pod('client');
+  const programsOnClient = () =>
+    withNetns(
+      topo.node(1).ns,
+      () =>
+        queryTcx(client.hostIfindex, 'ingress').progIds.length + queryTcx(client.hostIfindex, 'egress').progIds.length,
+    );
+  assert.equal(programsOnClient(), 2);
+  await felix(false);
+  const deadline = Date.now() + 15_000;
+  while (topo.nodes.some((n) => existsSync(path.join(labPinRoot(LAB), n.name, 'sl_ct_v1'))) || programsOnClient() > 0) {
+    assert.ok(Date.now() < deadline, 'every node rolled back');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  // No kube-proxy in the lab: with Sluice gone, the ClusterIP leads nowhere.
+  const off = await tcpAsk(clientNs(), web.spec!.clusterIP!, 80, { timeoutMs: 1000 });
+  assert.equal(off.ok, false);
+  await felix(true);
+  const until = Date.now() + 15_000;
+  let on = await tcpAsk(clientNs(), web.spec!.clusterIP!, 80, { timeoutMs: 1000 });
+  while (!on.ok && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 200));
+    on = await tcpAsk(clientNs(), web.spec!.clusterIP!, 80, { timeoutMs: 1000 });
+  }
+  assert.ok(on.ok, `enabled again: ${on.error}`);
+  assert.equal(programsOnClient(), 2, 'one program per hook again');
+});
