@@ -953,7 +953,11 @@ export async function labExec(nameOpt: string | undefined, target: string, argv:
   if (argv.length === 0) throw new CliError('exec needs a command after --');
   const name = resolveLab(nameOpt);
   const { ns } = await resolveTarget(name, target);
-  const full = nsArgv(ns, argv[0], argv.slice(1));
+  let full = nsArgv(ns, argv[0], argv.slice(1));
+  // A node's own processes join its sub-cgroup, where the agent balances connections to Services
+  // at connect time (host-networked clients never cross a pod or host interface on the way out).
+  const cg = target.startsWith('node/') ? nodeCgroup(name, target.slice(5)) : undefined;
+  if (cg && fs.existsSync(cg)) full = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg, ...full];
   const child = spawn(full[0], full.slice(1), { stdio: 'inherit' });
   new ProcessRecorder(Topology.procsDir(name)).track(child, [full, argv], ns);
   const forward = (sig: NodeJS.Signals): void => {

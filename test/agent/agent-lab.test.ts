@@ -78,6 +78,37 @@ test('NodePort on every node IP and a LoadBalancer IP with externalTrafficPolicy
   assert.equal(r.client?.split(':')[0], ext.ip);
 });
 
+test("a node's own processes reach a ClusterIP (connect-time balancing via `lab exec node/...`)", async (t) => {
+  if (!requirePrivileges(t)) return;
+  const web = await svc('web');
+  for (const proto of ['tcp', 'udp'] as const) {
+    const port = proto === 'tcp' ? 80 : 53;
+    const r = await run(
+      process.execPath,
+      [
+        path.join(packageRoot, 'bin', 'sluice.js'),
+        'lab',
+        'exec',
+        '--name',
+        LAB,
+        'node/node2',
+        '--',
+        process.execPath,
+        path.join(packageRoot, 'dist', 'src', 'lab', 'echo-main.js'),
+        'client',
+        `--${proto}`,
+        `${web.spec!.clusterIP}:${port}`,
+        '--timeout',
+        '3000',
+      ],
+      { encoding: 'utf8' },
+    );
+    const res = JSON.parse(r.stdout.trim().split('\n')[0]) as { ok: boolean; error?: string; name?: string };
+    assert.ok(res.ok, `${proto} from node2's namespace: ${res.error}`);
+    assert.match(res.name ?? '', /^web-/);
+  }
+});
+
 test('externalIPs and sessionAffinity ClientIP', async (t) => {
   if (!requirePrivileges(t)) return;
   const sticky = await svc('web-sticky');
@@ -95,7 +126,9 @@ test('externalIPs and sessionAffinity ClientIP', async (t) => {
 test("the maps follow the endpoints: a pod that goes is replaced in every node's maps", async (t) => {
   if (!requirePrivileges(t)) return;
   store.refresh();
-  const victim = store.snapshot('Pod').find((p) => p.metadata?.labels?.app === 'web')!;
+  const victim = store
+    .snapshot('Pod')
+    .find((p) => p.metadata?.labels?.app === 'web' && p.metadata.name !== 'web-pinned')!;
   await store.delete('Pod', 'default', victim.metadata!.name!);
   // The Deployment replaces the pod (possibly at the same address). Wait until every node's maps
   // hold exactly the ready endpoints of the Service's slices, the victim's among none.
@@ -144,7 +177,7 @@ test("the maps follow the endpoints: a pod that goes is replaced in every node's
         .filter((b) => b.svcId === fe?.svcId)
         .map((b) => b.backend.split(':')[0])
         .sort();
-      return want.length === 3 && JSON.stringify(have) === JSON.stringify(want);
+      return want.length === 4 && JSON.stringify(have) === JSON.stringify(want);
     });
     if (match) break;
     assert.ok(Date.now() < deadline, `every node's maps hold the ready endpoints (${want.join(', ')})`);
@@ -303,7 +336,7 @@ test("internalTrafficPolicy Local, loadBalancerSourceRanges, another proxy's Ser
   if (!requirePrivileges(t)) return;
   store.refresh();
   const podNode = new Map(store.snapshot('Pod').map((p) => [p.metadata!.name!, p.spec?.nodeName]));
-  // ITP Local from a pod on node1: only node1's backend answers.
+  // ITP Local from a pod on node1: only node1's backends (web-pinned at least) answer.
   const itp = await svc('web-itp');
   for (let i = 0; i < 6; i++) {
     const r = await tcpAsk(clientNs(), itp.spec!.clusterIP!, 80);
