@@ -44,6 +44,13 @@ after(async () => {
 
 const clientNs = () => topo.nsOf('client');
 
+/** Continuous TCP and UDP from the client pod to `ip` (traffic-loop.js) for `seconds`. */
+function trafficLoop(ip: string, seconds: number) {
+  const script = path.join(packageRoot, 'dist', 'src', 'lab', 'traffic-loop.js');
+  const args = ['--tcp', `${ip}:80`, '--udp', `${ip}:53`, '--seconds', String(seconds), '--interval-ms', '50'];
+  return run('nsenter', [`--net=/run/netns/${clientNs()}`, process.execPath, script, ...args], { encoding: 'utf8' });
+}
+
 test('ClusterIP, multi-port and named target ports: TCP and UDP from a pod, client address preserved', async (t) => {
   if (!requirePrivileges(t)) return;
   const web = await svc('web');
@@ -195,23 +202,7 @@ test('SIGKILL of an agent under continuous TCP and UDP traffic: no failed connec
   if (!requirePrivileges(t)) return;
   const web = await svc('web');
   const ip = web.spec!.clusterIP!;
-  const loop = run(
-    'nsenter',
-    [
-      `--net=/run/netns/${clientNs()}`,
-      process.execPath,
-      path.join(packageRoot, 'dist', 'src', 'lab', 'traffic-loop.js'),
-      '--tcp',
-      `${ip}:80`,
-      '--udp',
-      `${ip}:53`,
-      '--seconds',
-      '8',
-      '--interval-ms',
-      '50',
-    ],
-    { encoding: 'utf8' },
-  );
+  const loop = trafficLoop(ip, 8);
   await new Promise((r) => setTimeout(r, 1500));
   const st = JSON.parse(readFileSync(agentStatusPath(LAB, 'node1'), 'utf8')) as { pid: number };
   process.kill(st.pid, 'SIGKILL');
@@ -277,23 +268,7 @@ test('bpfMapSizeConntrack changed under traffic: maps resized with their entries
   if (!requirePrivileges(t)) return;
   const web = await svc('web');
   const ip = web.spec!.clusterIP!;
-  const loop = run(
-    'nsenter',
-    [
-      `--net=/run/netns/${clientNs()}`,
-      process.execPath,
-      path.join(packageRoot, 'dist', 'src', 'lab', 'traffic-loop.js'),
-      '--tcp',
-      `${ip}:80`,
-      '--udp',
-      `${ip}:53`,
-      '--seconds',
-      '5',
-      '--interval-ms',
-      '50',
-    ],
-    { encoding: 'utf8' },
-  );
+  const loop = trafficLoop(ip, 5);
   await new Promise((r) => setTimeout(r, 1500));
   await store.apply({
     apiVersion: 'projectcalico.org/v3',
