@@ -154,15 +154,12 @@ export class Agent {
   private onEvent(ev: WatchEvent): void {
     this.metrics.events.inc({ kind: ev.kind, type: ev.type });
     const o = ev.object as KubeObject & { metadata?: { name?: string } };
-    const prevMap = (m: Map<string, KubeObject>, key: string) => m.get(key);
     switch (ev.kind) {
       case 'Service':
       case 'EndpointSlice': {
-        const key = `${o.metadata && 'namespace' in o.metadata ? o.metadata.namespace : ''}/${o.metadata?.name}`;
-        const store = ev.kind === 'Service' ? this.services : this.slices;
-        const prev = prevMap(store, key);
-        if (ev.type === 'DELETED') store.delete(key);
-        else store.set(key, o);
+        // The tracker keeps the objects itself: a delete carries the last state, anything else
+        // the new one (names are immutable, so there is no rename to report).
+        const prev = ev.type === 'DELETED' ? o : undefined;
         const cur = ev.type === 'DELETED' ? undefined : o;
         if (ev.kind === 'Service') this.tracker.onServiceUpdate(prev as never, cur as never);
         else this.tracker.onEndpointSliceUpdate(prev as never, cur as never);
@@ -181,9 +178,6 @@ export class Agent {
     }
     this.scheduleSync();
   }
-
-  private readonly services = new Map<string, KubeObject>();
-  private readonly slices = new Map<string, KubeObject>();
 
   private onNode(type: string, o: KubeObject): void {
     const n = o as {

@@ -97,6 +97,13 @@ export const ipv4: Codec<string> = {
   decode: (b, o) => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`,
 };
 
+/** An IPv4 address as a `.rodata` u32 constant: network-order bytes, read as the program loads them. */
+export function ipv4Constant(ip: string): number {
+  const b = Buffer.alloc(4);
+  ipv4.encode(ip, b, 0);
+  return b.readUInt32LE(0);
+}
+
 export function pad(size: number): PadCodec {
   return { size, align: 1, pad: true, encode: (_v, b, o) => void b.fill(0, o, o + size), decode: () => undefined };
 }

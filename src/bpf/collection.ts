@@ -5,7 +5,7 @@ import path from 'node:path';
 import { BpfError } from './errors.js';
 import { BpfMap, type MismatchPolicy } from './map.js';
 import { Program } from './program.js';
-import { MapType, closeFd } from './syscall.js';
+import { MapType } from './syscall.js';
 import type { DataSectionSpec, ObjectSpec, ProgramSpec } from './spec.js';
 
 export type ConstantValue = number | bigint | boolean | Buffer | string;
@@ -207,5 +207,3 @@ function relocate(ps: ProgramSpec, maps: Map<string, BpfMap>): Buffer {
   }
   return insns;
 }
-
-export { closeFd };

@@ -17,7 +17,6 @@ import {
   writeName,
   writePtr,
 } from './syscall.js';
-import type { MapSpec } from './spec.js';
 
 let cpus: number | undefined;
 /** Number of possible CPUs: per-CPU values hold one slot per possible CPU, not per online one. */
@@ -104,10 +103,6 @@ export class BpfMap {
     writeName(attr, 28, def.name);
     const fd = bpf(Cmd.MAP_CREATE, attr, 'BPF_MAP_CREATE', def.name);
     return new BpfMap(fd, { flags: 0, ...def });
-  }
-
-  static fromSpec(spec: MapSpec): BpfMap {
-    return BpfMap.create(spec);
   }
 
   /** The kernel's view of an open map. */

@@ -14,7 +14,7 @@ import { ensurePinDir } from '../bpf/bpffs.js';
 import type { MismatchPolicy } from '../bpf/map.js';
 import { BpfError } from '../bpf/errors.js';
 import { bpfObjectPath } from '../paths.js';
-import { ipv4 } from '../bpf/codec.js';
+import { ipv4Constant } from '../bpf/codec.js';
 import { natMaps, Proto, type NatMaps } from './nat.js';
 import { destroySockets } from '../bpf/sock-diag.js';
 import { routesMap } from './routes.js';
@@ -40,13 +40,6 @@ export interface NodeDatapathConfig {
   maxEntries?: Record<string, number>;
   /** When a pinned map's size differs from `maxEntries` (configuration changed): default 'error'. */
   onPinMismatch?: MismatchPolicy;
-}
-
-/** Network-order address as the program reads it from a u32 (little-endian host). */
-function addrConstant(ip: string): number {
-  const b = Buffer.alloc(4);
-  ipv4.encode(ip, b, 0);
-  return b.readUInt32LE(0);
 }
 
 const programsFor: Record<InterfaceRole, Record<Direction, string>> = {
@@ -86,7 +79,7 @@ export class NodeDatapath {
   static load(config: NodeDatapathConfig): NodeDatapath {
     ensurePinDir(config.pinRoot);
     const constants = {
-      sl_host_ip: addrConstant(config.hostIp),
+      sl_host_ip: ipv4Constant(config.hostIp),
       sl_vxlan_port: config.vxlanPort ?? 4789,
       sl_vxlan_vni: config.vxlanVni ?? 0x5c1,
       sl_tunnel_mtu: config.tunnelMtu ?? 1450,

@@ -106,6 +106,11 @@ function sameSlices(cur: Map<string, ParsedSlice>, synced: readonly ParsedSlice[
   return true;
 }
 
+/** An update that changed an object's identity counts as a delete of the old one. */
+function renamed(prev: { metadata?: { name?: string; namespace?: string } }, cur: typeof prev): boolean {
+  return prev.metadata?.name !== cur.metadata?.name || prev.metadata?.namespace !== cur.metadata?.namespace;
+}
+
 export class ServiceChangeTracker {
   private ctx: PreparedContext;
   private readonly entries = new Map<string, ServiceEntry>();
@@ -131,13 +136,7 @@ export class ServiceChangeTracker {
   onServiceUpdate(prev?: ServiceObject, cur?: ServiceObject): void {
     const obj = cur ?? prev;
     if (!obj) return;
-    if (
-      prev &&
-      cur &&
-      (prev.metadata?.name !== cur.metadata?.name || prev.metadata?.namespace !== cur.metadata?.namespace)
-    ) {
-      this.onServiceUpdate(prev, undefined);
-    }
+    if (prev && cur && renamed(prev, cur)) this.onServiceUpdate(prev, undefined);
     const key = serviceKeyOf(obj);
     const e = this.entry(key);
     e.service = cur;
@@ -147,13 +146,7 @@ export class ServiceChangeTracker {
   onEndpointSliceUpdate(prev?: EndpointSliceObject, cur?: EndpointSliceObject): void {
     const obj = cur ?? prev;
     if (!obj) return;
-    if (
-      prev &&
-      cur &&
-      (prev.metadata?.name !== cur.metadata?.name || prev.metadata?.namespace !== cur.metadata?.namespace)
-    ) {
-      this.onEndpointSliceUpdate(prev, undefined);
-    }
+    if (prev && cur && renamed(prev, cur)) this.onEndpointSliceUpdate(prev, undefined);
     const id = sliceId(obj);
     const parsed = cur ? parseEndpointSlice(cur) : undefined;
     const oldOwner = this.sliceOwner.get(id);

@@ -10,18 +10,11 @@ import { writeFrontend, type FrontendSpec } from '../datapath/service-entries.js
 import { routesMap, cidrKey, RouteFlags } from '../datapath/routes.js';
 import { ctMap } from '../datapath/conntrack.js';
 import { CT_MAP, ROUTES_MAP } from '../datapath/index.js';
-import { ipv4ToU32 } from '../packet/index.js';
+import { ipv4Constant } from '../bpf/codec.js';
 
 export type Role = 'from_wep' | 'to_wep' | 'from_hep' | 'to_hep';
 
 export type SimService = FrontendSpec;
-
-/** Network-order bytes of an address as the program sees them when it loads a u32. */
-export function be32Native(ip: string): number {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(ipv4ToU32(ip));
-  return b.readUInt32LE(0);
-}
 
 export class SimNode {
   readonly coll: Collection;
@@ -33,7 +26,7 @@ export class SimNode {
   ) {
     this.coll = Collection.load(loadObjectFile(bpfObjectPath('tc')), {
       constants: {
-        sl_host_ip: be32Native(hostIp),
+        sl_host_ip: ipv4Constant(hostIp),
         sl_dsr: opts.dsr ? 1 : 0,
         // Test-run has no real devices to redirect to: the programs hand packets to "the kernel".
         sl_fib_redirect: opts.fibRedirect ? 1 : 0,

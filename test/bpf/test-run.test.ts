@@ -9,13 +9,7 @@ import { bpfObjectPath } from '../../src/paths.js';
 import { requirePrivileges } from '../../src/testing/netns.js';
 import { eth, frame, ipv4, payload, tcp, udp } from '../../src/packet/index.js';
 import { countersKey, countersValue } from '../../src/datapath/counters.js';
-import { ipv4 as ipv4Codec } from '../../src/bpf/codec.js';
-
-const toBe32 = (ip: string) => {
-  const b = Buffer.alloc(4);
-  ipv4Codec.encode(ip, b, 0);
-  return b.readUInt32LE(0); // the bytes as the program sees them in memory
-};
+import { ipv4Constant } from '../../src/bpf/codec.js';
 
 for (const [name, l4] of [
   ['TCP', () => tcp({ sport: 40000, dport: 80, flags: 'S' })],
@@ -24,7 +18,7 @@ for (const [name, l4] of [
   test(`a correct ${name} destination rewrite passes every checksum; a stale L4 checksum is reported`, (t) => {
     if (!requirePrivileges(t)) return;
     const coll = Collection.load(loadObjectFile(bpfObjectPath('test/rewrite')), {
-      constants: { new_daddr: toBe32('10.96.0.99') },
+      constants: { new_daddr: ipv4Constant('10.96.0.99') },
     });
     t.after(() => coll.close());
     const input = frame(eth(), ipv4({ src: '10.0.0.1', dst: '10.0.0.2' }), l4(), payload('hello'));
