@@ -11,7 +11,8 @@ import { bpfObjectPath } from '../src/paths.js';
 import { SimNode } from '../src/testing/sim-node.js';
 import { Proto } from '../src/datapath/nat.js';
 import { RouteFlags } from '../src/datapath/routes.js';
-import { CtType, ctKeyOf } from '../src/datapath/conntrack.js';
+import { CtType, ctKeyOf, ctMap } from '../src/datapath/conntrack.js';
+import { CT_MAP } from '../src/datapath/index.js';
 import { eth, frame, ipv4, tcp, payload } from '../src/packet/index.js';
 import type { Program } from '../src/bpf/program.js';
 import { median } from './stats.js';
@@ -21,6 +22,10 @@ export interface PacketCost {
   parsePassNs: number;
   establishedNatNs: number;
   establishedOverBaseline: number;
+  /** Parse plus one conntrack lookup: what any conntrack-based datapath must at least do. */
+  parseCtNs: number;
+  parseCtOverBaseline: number;
+  establishedOverParseCt: number;
   singleRuns: number;
   parsePassSingleNs: number;
   newFlowSingleNs: number;
@@ -42,6 +47,7 @@ function single(prog: Program, frames: () => Buffer, runs: number): number {
 
 export function benchPacketCost(repeat = 100_000, runs = 20_000): PacketCost {
   const base = Collection.load(loadObjectFile(bpfObjectPath('bench/parse_pass')));
+  const floor = Collection.load(loadObjectFile(bpfObjectPath('bench/parse_ct')));
   const node = new SimNode('192.168.77.11');
   try {
     node.route('10.65.2.0/24', RouteFlags.REMOTE_WL | RouteFlags.IN_POOL, { nextHop: '192.168.77.12' });
@@ -82,6 +88,12 @@ export function benchPacketCost(repeat = 100_000, runs = 20_000): PacketCost {
       natAddr: '10.65.2.2',
       natPort: 8080,
     });
+    ctMap(floor.map(CT_MAP)).set(toBackend, {
+      ...entry,
+      openerIsB: toBackend.addrA === client ? 0 : 1,
+      natAddr: '10.65.2.2',
+      natPort: 8080,
+    });
     node.conntrack.set(toVip, {
       ...entry,
       openerIsB: toVip.addrA === client ? 0 : 1,
@@ -90,6 +102,7 @@ export function benchPacketCost(repeat = 100_000, runs = 20_000): PacketCost {
     });
     const parsePassNs = repeated(basePass, established, repeat);
     const establishedNatNs = repeated(prog, established, repeat);
+    const parseCtNs = repeated(floor.program('sl_parse_ct'), established, repeat);
 
     let sport = 1024;
     const newFlow = () =>
@@ -106,6 +119,9 @@ export function benchPacketCost(repeat = 100_000, runs = 20_000): PacketCost {
       parsePassNs,
       establishedNatNs,
       establishedOverBaseline: establishedNatNs / parsePassNs,
+      parseCtNs,
+      parseCtOverBaseline: parseCtNs / parsePassNs,
+      establishedOverParseCt: establishedNatNs / parseCtNs,
       singleRuns: runs,
       parsePassSingleNs,
       newFlowSingleNs,
@@ -113,6 +129,7 @@ export function benchPacketCost(repeat = 100_000, runs = 20_000): PacketCost {
     };
   } finally {
     base.close();
+    floor.close();
     node.close();
   }
 }

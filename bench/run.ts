@@ -66,6 +66,9 @@ console.log(`  parse and pass (baseline), per repetition:  ${packetCost.parsePas
 console.log(
   `  established NAT flow, per repetition:        ${packetCost.establishedNatNs} ns (${packetCost.establishedOverBaseline.toFixed(2)}x baseline)`,
 );
+console.log(
+  `  parse + conntrack lookup (floor), per rep.:  ${packetCost.parseCtNs} ns (${packetCost.parseCtOverBaseline.toFixed(2)}x baseline; established is ${packetCost.establishedOverParseCt.toFixed(2)}x this floor)`,
+);
 console.log(`  parse and pass, single runs (median):       ${packetCost.parsePassSingleNs} ns`);
 console.log(
   `  new flow, single runs (median):             ${packetCost.newFlowSingleNs} ns (${packetCost.newFlowOverBaseline.toFixed(2)}x baseline)`,
