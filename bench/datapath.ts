@@ -75,6 +75,7 @@ export function benchPacketCost(repeat = 100_000, runs = 20_000): PacketCost {
       flags: 0,
       tcpA: 0,
       tcpB: 0,
+      pol: 0,
       openerIsB: 0,
       tunIp: '0.0.0.0',
       snatAddr: '0.0.0.0',

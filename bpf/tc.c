@@ -7,7 +7,10 @@
  *
  * A flow's first packet looks up the Service frontend, picks a backend and records the flow
  * in conntrack; later packets only consult conntrack. NodePort traffic whose backend is on
- * another node goes there inside Sluice's VXLAN tunnel with the client's address intact. */
+ * another node goes there inside Sluice's VXLAN tunnel with the client's address intact.
+ * Network policy judges a flow's first packet on each workload interface it crosses (the
+ * opener's egress table, after Service DNAT; the responder's ingress table); conntrack remembers
+ * the verdicts, so established packets only test a bit. */
 #include "common.h"
 #include "config.h"
 #include "counters.h"
@@ -18,6 +21,7 @@
 #include "vxlan.h"
 #include "icmp.h"
 #include "forward.h"
+#include "policy.h"
 
 enum sl_role {
 	SL_FROM_WEP = 0,
@@ -32,6 +36,7 @@ struct sl_ctx {
 	struct sl_tuple t;
 	struct sl_nat_fe fe;
 	struct sl_counters *c;
+	struct sl_ep *ep; /* the workload behind this interface, for new flows */
 	__u32 role;
 	__u32 from_tunnel; /* decapsulated from Sluice's tunnel */
 	__u32 tun_src;     /* the tunnel's sender (a node IP) */
@@ -85,6 +90,40 @@ SL_INLINE int sl_hairpin_out(struct __sk_buff *skb, struct sl_ctx *x)
 	    bpf_skb_store_bytes(skb, ETH_ALEN, eth.h_dest, ETH_ALEN, 0))
 		return sl_drop(x->c, SL_CNT_DROP_OTHER);
 	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* Whether the endpoint behind this interface sends the packet (or receives it). */
+SL_INLINE int sl_local_sends(int role)
+{
+	return role == SL_FROM_WEP || role == SL_TO_HEP;
+}
+
+/* The flow as its opener sent it, after DNAT, from one of its packets. */
+SL_INLINE void sl_flow_of(struct sl_ctx *x, int forward, __u32 daddr, __u16 dport, struct sl_flow *f)
+{
+	f->proto = x->p.proto;
+	f->has_ports = x->p.has_ports;
+	f->icmp_type = x->p.icmp_type;
+	f->icmp_code = x->p.icmp_code;
+	if (forward) {
+		f->saddr = x->p.saddr;
+		f->sport = bpf_ntohs(x->p.sport);
+	} else {
+		f->saddr = x->p.daddr;
+		f->sport = bpf_ntohs(x->p.dport);
+	}
+	f->daddr = daddr;
+	f->dport = bpf_ntohs(dport);
+	if (!f->has_ports) {
+		f->sport = 0;
+		f->dport = 0;
+	}
+}
+
+/* The local workload's verdict on a new flow it opens (egress) or receives (ingress). */
+SL_INLINE int sl_wep_allows(struct __sk_buff *skb, struct sl_ctx *x, const struct sl_flow *f)
+{
+	return sl_policy_allows(skb->ifindex, x->ep, f, !sl_local_sends(x->role));
 }
 
 /* A pod reaching itself through its own Service. Its kernel would refuse a packet from its own
@@ -145,6 +184,13 @@ SL_SUBPROG int sl_new_nat_flow(struct __sk_buff *skb, struct sl_ctx *x)
 		return sl_to_tunnel(skb, x, ct.tun_ip);
 	}
 
+	if (x->role == SL_FROM_WEP) {
+		struct sl_flow f;
+		sl_flow_of(x, 1, be.addr, be.port, &f);
+		if (!sl_wep_allows(skb, x, &f))
+			return sl_drop(x->c, SL_CNT_DROP_POLICY);
+		ct.pol = SL_CT_POL_OPENER;
+	}
 	if (be.addr == x->p.saddr && x->role == SL_FROM_WEP)
 		return sl_new_hairpin_flow(skb, x, &be);
 	if (x->from_tunnel)
@@ -166,6 +212,24 @@ SL_SUBPROG int sl_new_nat_flow(struct __sk_buff *skb, struct sl_ctx *x)
 		return sl_drop(x->c, SL_CNT_DROP_OTHER);
 	sl_count(x->c, SL_CNT_NAT);
 	return sl_forward(skb, &x->p, x->p.saddr, x->p.daddr, 1);
+}
+
+/* A new flow without Service NAT through a workload's interface: the workload's policy judges
+ * it, and conntrack remembers the verdict so replies and later packets pass. */
+SL_SUBPROG int sl_new_wep_flow(struct __sk_buff *skb, struct sl_ctx *x)
+{
+	struct sl_flow f;
+	sl_flow_of(x, 1, x->p.daddr, x->p.dport, &f);
+	if (!sl_wep_allows(skb, x, &f))
+		return sl_drop(x->c, SL_CNT_DROP_POLICY);
+	struct sl_ct_new ct = {
+		.type = SL_CT_NORMAL,
+		.tcp_seen = x->p.tcp_seen,
+		.pol = sl_local_sends(x->role) ? SL_CT_POL_OPENER : SL_CT_POL_RESPONDER,
+	};
+	sl_ct_create(&x->t, &ct);
+	sl_count(x->c, SL_CNT_ACCEPTED);
+	return TC_ACT_OK;
 }
 
 /* Frontend lookup: the exact address first, then the NodePort wildcard when the destination is
@@ -204,6 +268,24 @@ SL_SUBPROG int sl_icmp_error(struct __sk_buff *skb, struct sl_ctx *x)
 SL_SUBPROG int sl_established(struct __sk_buff *skb, struct sl_ctx *x, struct sl_ct *ct, int src_is_b)
 {
 	int forward = src_is_b == ct->opener_is_b;
+	if (x->role == SL_FROM_WEP || x->role == SL_TO_WEP) {
+		__u8 bit = sl_local_sends(x->role) == forward ? SL_CT_POL_OPENER : SL_CT_POL_RESPONDER;
+		if (!(ct->pol & bit)) {
+			/* First packet here, or the endpoint's policy changed since: judge the flow. */
+			struct sl_flow f;
+			__u32 daddr = forward ? x->p.daddr : x->p.saddr;
+			__u16 dport = forward ? x->p.dport : x->p.sport;
+			if (ct->type == SL_CT_NAT_FWD) {
+				daddr = ct->nat_addr;
+				dport = ct->nat_port;
+			}
+			sl_flow_of(x, forward, daddr, dport, &f);
+			x->ep = sl_ep_lookup(skb->ifindex);
+			if (!sl_policy_allows(skb->ifindex, x->ep, &f, bit == SL_CT_POL_RESPONDER))
+				return sl_drop(x->c, SL_CNT_DROP_POLICY);
+			ct->pol |= bit;
+		}
+	}
 	sl_ct_touch(ct, src_is_b, x->p.tcp_seen);
 	sl_count(x->c, SL_CNT_ACCEPTED);
 	if (ct->type == SL_CT_NAT_FWD) {
@@ -285,8 +367,13 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 		break;
 	case IPPROTO_ICMP:
 		sl_count(x.c, SL_CNT_ICMP);
-		sl_count(x.c, SL_CNT_ACCEPTED);
-		return sl_icmp_error(skb, &x);
+		/* Echo is a flow (its identifier stands for both ports); errors belong to the flow
+		 * they quote. */
+		if (x.p.icmp_type != ICMP_ECHO && x.p.icmp_type != ICMP_ECHOREPLY) {
+			sl_count(x.c, SL_CNT_ACCEPTED);
+			return sl_icmp_error(skb, &x);
+		}
+		break;
 	default:
 		/* SCTP and others go to the kernel untouched (a documented limitation). */
 		sl_count(x.c, SL_CNT_OTHER);
@@ -309,6 +396,11 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 	if (ct)
 		return sl_established(skb, &x, ct, src_is_b);
 
+	if (role == SL_FROM_WEP || role == SL_TO_WEP) {
+		x.ep = sl_ep_lookup(skb->ifindex);
+		if (role == SL_FROM_WEP && x.ep && (x.ep->flags & SL_EP_RPF) && x.ep->addr != x.p.saddr)
+			return sl_drop(x.c, SL_CNT_DROP_RPF);
+	}
 	if (role == SL_FROM_WEP || role == SL_FROM_HEP) {
 		struct sl_nat_fe *fe = sl_frontend(&x);
 		if (fe) {
@@ -316,6 +408,8 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 			return sl_new_nat_flow(skb, &x);
 		}
 	}
+	if (x.ep)
+		return sl_new_wep_flow(skb, &x);
 	sl_count(x.c, SL_CNT_ACCEPTED);
 	if (x.from_tunnel)
 		return sl_forward(skb, &x.p, x.p.saddr, x.p.daddr, 1);

@@ -21,6 +21,14 @@ enum sl_ct_flags {
 	SL_CT_F_HAIRPIN = 1 << 5,      /* a pod reaching itself through its Service: source NATed too */
 };
 
+/* A flow's first packet is judged by the policy of each endpoint on the node it meets: the
+ * opener's egress table, the responder's ingress table. Later packets only test these bits;
+ * userspace clears them when an endpoint's policy changes, so the next packet is judged again. */
+enum sl_ct_pol {
+	SL_CT_POL_OPENER = 1 << 0,
+	SL_CT_POL_RESPONDER = 1 << 1,
+};
+
 enum sl_tcp_seen {
 	SL_TCP_SYN = 1 << 0,
 	SL_TCP_ACK = 1 << 1,
@@ -46,7 +54,8 @@ struct sl_ct {
 	__u8 tcp_a; /* sl_tcp_seen bits sent by side a */
 	__u8 tcp_b;
 	__u8 opener_is_b; /* the side that sent the first packet */
-	__u8 pad[3];
+	__u8 pol;         /* sl_ct_pol: whose policy on this node has allowed the flow */
+	__u8 pad[2];
 	__u32 tun_ip;   /* tunnel peer (node IP) */
 	__u32 nat_addr; /* NAT_FWD: backend; NAT_REV: frontend */
 	__u16 nat_port;
@@ -108,7 +117,7 @@ struct sl_ct_new {
 	__u8 type;
 	__u8 flags;
 	__u8 tcp_seen;
-	__u8 pad;
+	__u8 pol;
 	__u32 tun_ip;
 	__u32 nat_addr;
 	__u16 nat_port;
@@ -127,6 +136,7 @@ SL_SUBPROG int sl_ct_create(const struct sl_tuple *t, const struct sl_ct_new *n)
 		.type = n->type,
 		.flags = n->flags,
 		.opener_is_b = src_is_b,
+		.pol = n->pol,
 		.tun_ip = n->tun_ip,
 		.nat_addr = n->nat_addr,
 		.nat_port = n->nat_port,

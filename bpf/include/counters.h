@@ -22,6 +22,7 @@ enum sl_counter {
 	SL_CNT_DROP_POLICY,
 	SL_CNT_DROP_NO_BACKEND,
 	SL_CNT_DROP_OTHER,
+	SL_CNT_DROP_RPF, /* a workload sending from an address that is not its own */
 	SL_CNT_MAX = 16,
 };
 

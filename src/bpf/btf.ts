@@ -59,8 +59,11 @@ export class Btf {
   /** Index = type id; id 0 is void. */
   readonly types: BtfType[] = [{ id: 0, kind: 0, name: 'void', sizeOrType: 0 }];
   private nameIndex: Map<string, BtfType[]> | undefined;
+  /** Byte offset of each DATASEC's header in the raw data, for kernelData(). */
+  private readonly datasecAt = new Map<number, number>();
 
-  constructor(buf: Buffer) {
+  constructor(private readonly raw: Buffer) {
+    const buf = raw;
     if (buf.length < 24 || buf.readUInt16LE(0) !== 0xeb9f) throw new BtfError('not BTF data (bad magic)');
     const hdrLen = buf.readUInt32LE(4);
     const typeOff = hdrLen + buf.readUInt32LE(8);
@@ -124,6 +127,7 @@ export class Btf {
           o += 8 * vlen;
           break;
         case BtfKind.DATASEC:
+          this.datasecAt.set(t.id, o - 12);
           t.datasec = [];
           for (let i = 0; i < vlen; i++, o += 12) {
             t.datasec.push({
@@ -138,6 +142,26 @@ export class Btf {
       }
       this.types.push(t);
     }
+  }
+
+  /**
+   * The BTF as the kernel accepts it: the compiler leaves DATASEC sizes and variable offsets at
+   * zero (it cannot know them), so they are filled in from the ELF sections and symbols.
+   */
+  kernelData(
+    sectionSize: (name: string) => number | undefined,
+    symbolOffset: (name: string) => number | undefined,
+  ): Buffer {
+    const out = Buffer.from(this.raw);
+    for (const [id, at] of this.datasecAt) {
+      const t = this.types[id]!;
+      out.writeUInt32LE(sectionSize(t.name) ?? t.sizeOrType, at + 8);
+      t.datasec!.forEach((v, i) => {
+        const off = symbolOffset(this.types[v.type]!.name);
+        if (off !== undefined) out.writeUInt32LE(off, at + 12 + i * 12 + 4);
+      });
+    }
+    return out;
   }
 
   type(id: number): BtfType {

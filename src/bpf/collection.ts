@@ -4,8 +4,9 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { BpfError } from './errors.js';
 import { BpfMap, type MismatchPolicy } from './map.js';
-import { Program } from './program.js';
-import { MapType } from './syscall.js';
+import { loadBtf, Program } from './program.js';
+import { closeFd, MapType } from './syscall.js';
+import { BtfKind } from './btf.js';
 import type { DataSectionSpec, ObjectSpec, ProgramSpec } from './spec.js';
 
 export type ConstantValue = number | bigint | boolean | Buffer | string;
@@ -81,6 +82,7 @@ export class Collection {
   ) {}
 
   static load(spec: ObjectSpec, opts: LoadOptions = {}): Collection {
+    let btfFd: number | undefined;
     const maps = new Map<string, BpfMap>();
     const owned = new Set<BpfMap>();
     const programs = new Map<string, Program>();
@@ -141,6 +143,7 @@ export class Collection {
       }
       for (const [name, ps] of spec.programs) {
         if (opts.programs && !opts.programs.includes(name)) continue;
+        if (ps.needsFuncInfo && btfFd === undefined) btfFd = loadBtf(requireBtf(spec), spec.source);
         programs.set(
           name,
           Program.load({
@@ -149,6 +152,7 @@ export class Collection {
             insns: relocate(ps, maps),
             license: ps.license,
             expectedAttachType: ps.expectedAttachType,
+            ...(ps.needsFuncInfo ? { btfFd, funcInfo: funcInfo(spec, ps) } : {}),
           }),
         );
       }
@@ -156,6 +160,9 @@ export class Collection {
       for (const p of programs.values()) p.close();
       for (const m of owned) m.close();
       throw err;
+    } finally {
+      // Loaded programs hold their own reference to the BTF.
+      if (btfFd !== undefined) closeFd(btfFd);
     }
     return new Collection(spec, maps, programs, owned);
   }
@@ -194,7 +201,7 @@ function relocate(ps: ProgramSpec, maps: Map<string, BpfMap>): Buffer {
   for (const r of ps.relocations) {
     const o = r.insn * 8;
     const regs = insns[o + 1] & 0x0f;
-    if (r.target.kind === 'call') continue; // resolved in the spec
+    if (r.target.kind === 'call' || r.target.kind === 'func') continue; // resolved in the spec
     if (r.target.kind === 'map') {
       insns[o + 1] = regs | (PSEUDO_MAP_FD << 4);
       insns.writeInt32LE(maps.get(r.target.map)!.fd, o + 4);
@@ -206,4 +213,27 @@ function relocate(ps: ProgramSpec, maps: Map<string, BpfMap>): Buffer {
     }
   }
   return insns;
+}
+
+function requireBtf(spec: ObjectSpec): Buffer {
+  if (!spec.kernelBtf)
+    throw new BpfError('EINVAL', {
+      op: 'BPF_BTF_LOAD',
+      object: spec.source,
+      message: 'the object has no .BTF section',
+    });
+  return spec.kernelBtf;
+}
+
+/** bpf_func_info records: where each function of the program starts, and its BTF FUNC type. */
+function funcInfo(spec: ObjectSpec, ps: ProgramSpec): Buffer {
+  const out = Buffer.alloc(8 * ps.functions.length);
+  ps.functions.forEach((f, i) => {
+    const t = spec.btf?.byName(f.name, BtfKind.FUNC);
+    if (!t)
+      throw new BpfError('ENOENT', { op: 'BPF_PROG_LOAD', object: ps.name, message: `no BTF FUNC for ${f.name}` });
+    out.writeUInt32LE(f.insn, i * 8);
+    out.writeUInt32LE(t.id, i * 8 + 4);
+  });
+  return out;
 }

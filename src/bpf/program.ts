@@ -31,16 +31,48 @@ function loadAttempt(spec: ProgramLoadSpec, log: Buffer | null): number {
   }
   writeName(attr, 48, spec.name);
   attr.writeUInt32LE(spec.expectedAttachType ?? 0, 68);
-  if (spec.btfFd !== undefined && spec.funcInfo && spec.lineInfo) {
+  if (spec.btfFd !== undefined && spec.funcInfo) {
     attr.writeUInt32LE(spec.btfFd, 72);
     attr.writeUInt32LE(8, 76);
     writePtr(attr, 80, spec.funcInfo);
     attr.writeUInt32LE(spec.funcInfo.length / 8, 88);
-    attr.writeUInt32LE(16, 92);
-    writePtr(attr, 96, spec.lineInfo);
-    attr.writeUInt32LE(spec.lineInfo.length / 16, 104);
+    if (spec.lineInfo) {
+      attr.writeUInt32LE(16, 92);
+      writePtr(attr, 96, spec.lineInfo);
+      attr.writeUInt32LE(spec.lineInfo.length / 16, 104);
+    }
   }
   return bpf(Cmd.PROG_LOAD, attr, 'BPF_PROG_LOAD', spec.name);
+}
+
+/** BPF_BTF_LOAD; on failure the kernel's BTF log is in the error. */
+export function loadBtf(data: Buffer, source: string): number {
+  const attr = newAttr();
+  writePtr(attr, 0, data);
+  attr.writeUInt32LE(data.length, 16);
+  try {
+    return bpf(Cmd.BTF_LOAD, attr, 'BPF_BTF_LOAD', source);
+  } catch (err) {
+    if (!(err instanceof BpfError)) throw err;
+    const log = Buffer.alloc(1 << 20);
+    writePtr(attr, 8, log);
+    attr.writeUInt32LE(log.length, 20);
+    attr.writeUInt32LE(1, 24);
+    try {
+      return bpf(Cmd.BTF_LOAD, attr, 'BPF_BTF_LOAD', source);
+    } catch (err2) {
+      if (!(err2 instanceof BpfError)) throw err2;
+      const end = log.indexOf(0);
+      const text = log.toString('utf8', 0, end < 0 ? log.length : end);
+      throw new BpfError(err2.code, {
+        op: 'BPF_BTF_LOAD',
+        object: source,
+        errno: err2.errno,
+        message: `the kernel refused the BTF:\n${summariseVerifierLog(text)}`,
+        log: text,
+      });
+    }
+  }
 }
 
 /** The last lines of a verifier log, where the reason for a rejection is. */

@@ -34,7 +34,11 @@ export interface DataSectionSpec {
 }
 
 export type RelocationTarget =
-  { kind: 'map'; map: string } | { kind: 'data'; section: string; offset: number } | { kind: 'call'; textInsn: number };
+  | { kind: 'map'; map: string }
+  | { kind: 'data'; section: string; offset: number }
+  | { kind: 'call'; textInsn: number }
+  // The address of a .text function (a bpf_loop or bpf_for_each_map_elem callback).
+  | { kind: 'func'; textInsn: number };
 
 export interface InsnRelocation {
   /** Instruction index within the program. */
@@ -50,6 +54,10 @@ export interface ProgramSpec {
   insns: Buffer;
   relocations: InsnRelocation[];
   license: string;
+  /** The program's functions (itself first) and where each starts, for BTF func_info. */
+  functions: { name: string; insn: number }[];
+  /** Takes a function's address (a helper callback): the kernel then requires BTF func_info. */
+  needsFuncInfo: boolean;
 }
 
 export interface ObjectSpec {
@@ -58,6 +66,8 @@ export interface ObjectSpec {
   maps: Map<string, MapSpec>;
   data: Map<string, DataSectionSpec>;
   btf: Btf | undefined;
+  /** The object's BTF ready for BPF_BTF_LOAD (DATASECs completed from the ELF). */
+  kernelBtf: Buffer | undefined;
 }
 
 const INSN = 8;
@@ -172,6 +182,7 @@ interface TextSection {
   relocations: InsnRelocation[];
 }
 
+const BPF_PSEUDO_FUNC = 4;
 const isPseudoCall = (insns: Buffer, i: number): boolean => insns[i * INSN] === CALL && insns[i * INSN + 1] >> 4 === 1;
 
 function resolveRelocations(
@@ -201,6 +212,10 @@ function resolveRelocations(
       usesText = true;
     } else if (opcode !== LD_IMM64) {
       throw new SpecError(`${at}: relocation on opcode 0x${opcode.toString(16)}`);
+    } else if (target?.name === '.text') {
+      const base = r.symbol.type === STT_SECTION ? 0 : r.symbol.value;
+      relocations.push({ insn, target: { kind: 'func', textInsn: (base + insns.readInt32LE(off + 4)) / INSN } });
+      usesText = true;
     } else if (target?.name === '.maps') {
       if (!maps.has(r.symbol.name)) throw new SpecError(`${at}: unknown map ${r.symbol.name}`);
       relocations.push({ insn, target: { kind: 'map', map: r.symbol.name } });
@@ -242,7 +257,12 @@ function readText(
  * every call to its new relative offset. Only reachable functions are copied: the verifier
  * refuses unreachable instructions.
  */
-function linkSubprograms(prog: Buffer, relocations: InsnRelocation[], text: TextSection, where: string): Buffer {
+function linkSubprograms(
+  prog: Buffer,
+  relocations: InsnRelocation[],
+  text: TextSection,
+  where: string,
+): { insns: Buffer; functions: { name: string; insn: number }[] } {
   const fnAt = (insn: number): TextFunction => {
     const f = text.functions.find((fn) => insn >= fn.start && insn < fn.start + fn.length);
     if (!f || f.start !== insn)
@@ -250,7 +270,9 @@ function linkSubprograms(prog: Buffer, relocations: InsnRelocation[], text: Text
     return f;
   };
   const order: TextFunction[] = [];
-  const queue = relocations.flatMap((r) => (r.target.kind === 'call' ? [fnAt(r.target.textInsn)] : []));
+  const refersTo = (r: InsnRelocation) =>
+    r.target.kind === 'call' || r.target.kind === 'func' ? [fnAt(r.target.textInsn)] : [];
+  const queue = relocations.flatMap(refersTo);
   while (queue.length > 0) {
     const f = queue.shift()!;
     if (order.includes(f)) continue;
@@ -258,6 +280,7 @@ function linkSubprograms(prog: Buffer, relocations: InsnRelocation[], text: Text
     for (let i = f.start; i < f.start + f.length; i++) {
       if (isPseudoCall(text.insns, i)) queue.push(fnAt(i + text.insns.readInt32LE(i * INSN + 4) + 1));
     }
+    for (const r of text.relocations) if (r.insn >= f.start && r.insn < f.start + f.length) queue.push(...refersTo(r));
   }
   const base = prog.length / INSN;
   const newStart = new Map<TextFunction, number>();
@@ -288,7 +311,14 @@ function linkSubprograms(prog: Buffer, relocations: InsnRelocation[], text: Text
         relocations.push({ insn: at + r.insn - f.start, target: r.target });
     }
   }
-  return out;
+  // Function addresses become BPF_PSEUDO_FUNC loads of the callee's relative offset.
+  for (const r of relocations) {
+    if (r.target.kind !== 'func') continue;
+    const at = r.insn * INSN;
+    out[at + 1] = (out[at + 1] & 0x0f) | (BPF_PSEUDO_FUNC << 4);
+    out.writeInt32LE(newStart.get(fnAt(r.target.textInsn))! - (r.insn + 1), at + 4);
+  }
+  return { insns: out, functions: order.map((f) => ({ name: f.name, insn: newStart.get(f)! })) };
 }
 
 function readPrograms(
@@ -307,18 +337,24 @@ function readPrograms(
     let insns: Buffer = Buffer.from(sec.data.subarray(fn.value, fn.value + fn.size));
     const relocations: InsnRelocation[] = [];
     const where = `${source}: program ${fn.name}`;
+    const functions = [{ name: fn.name, insn: 0 }];
     if (resolveRelocations(elf, sec, fn.value, insns, maps, data, where, relocations)) {
       if (!text) throw new SpecError(`${where}: calls into .text, which is empty`);
-      insns = linkSubprograms(insns, relocations, text, where);
+      const linked = linkSubprograms(insns, relocations, text, where);
+      insns = linked.insns;
+      functions.push(...linked.functions);
     }
+    const needsFuncInfo = relocations.some((r) => r.target.kind === 'func');
     return {
       name: fn.name,
       section: sec.name,
       type: kind.type,
       expectedAttachType: kind.attach,
       insns,
-      relocations: relocations.filter((r) => r.target.kind !== 'call'),
+      relocations: relocations.filter((r) => r.target.kind !== 'call' && r.target.kind !== 'func'),
       license,
+      functions,
+      needsFuncInfo,
     };
   });
 }
@@ -337,7 +373,12 @@ export function parseObject(buf: Buffer, source = 'object'): ObjectSpec {
     if (sec.type !== SHT_PROGBITS || (sec.flags & 0x4n) === 0n) continue; // SHF_EXECINSTR
     for (const p of readPrograms(elf, sec, license, maps, data, text, source)) programs.set(p.name, p);
   }
-  return { source, programs, maps, data, btf };
+  const symbolValue = new Map(elf.symbols.filter((y) => y.type === STT_OBJECT).map((y) => [y.name, y.value]));
+  const kernelBtf = btf?.kernelData(
+    (name) => elf.section(name)?.size,
+    (name) => symbolValue.get(name),
+  );
+  return { source, programs, maps, data, btf, kernelBtf };
 }
 
 export function loadObjectFile(path: string): ObjectSpec {

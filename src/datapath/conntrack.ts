@@ -18,6 +18,8 @@ export const CtFlags = {
 } as const;
 
 export const TcpSeen = { SYN: 1, ACK: 2, FIN: 4, RST: 8 } as const;
+/** sl_ct.pol: whose policy on this node has allowed the flow (enum sl_ct_pol). */
+export const CtPol = { OPENER: 1, RESPONDER: 2 } as const;
 
 export const ctKey = struct('sl_ct_key', {
   addrA: ipv4,
@@ -35,7 +37,8 @@ export const ctValue = struct('sl_ct', {
   tcpA: u8,
   tcpB: u8,
   openerIsB: u8,
-  _pad: pad(3),
+  pol: u8,
+  _pad: pad(2),
   tunIp: ipv4,
   natAddr: ipv4,
   natPort: be16,

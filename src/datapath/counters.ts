@@ -23,6 +23,7 @@ export const counterNames = [
   'drop_policy',
   'drop_no_backend',
   'drop_other',
+  'drop_rpf',
 ] as const;
 export type CounterName = (typeof counterNames)[number];
 

@@ -72,6 +72,7 @@ test('a half-open TCP flow (SYN only) expires after tcpSynSent; a reset one afte
     tcpA,
     tcpB,
     openerIsB: 0,
+    pol: 0,
     tunIp: '0.0.0.0',
     natAddr: '0.0.0.0',
     natPort: 0,
