@@ -194,6 +194,8 @@ export class BpfMap {
 
   /** Looks up scratchKey into scratchValue. False when absent. */
   lookupScratch(): boolean {
+    // The flags field is shared with updates (BPF_EXIST there is EINVAL here).
+    this.elemAttr.writeBigUInt64LE(0n, 24);
     const r = bpfRaw(Cmd.MAP_LOOKUP_ELEM, this.elemAttr);
     if (r === -ENOENT) return false;
     if (r < 0) throw BpfError.fromErrno(-r, 'BPF_MAP_LOOKUP_ELEM', this.name);

@@ -1,0 +1,179 @@
+// The policy calculation: datastore objects in, per-endpoint rule tables and IP sets out.
+// Policies that cannot be converted are reported once (object and field named) and fail closed
+// for the endpoints they select; every other policy keeps working.
+import { compile as compileSelector, type Matcher } from './selector.js';
+import { endpointLabels, PolicyError, PROTO, type Direction, type Policy, type Tier, DEFAULT_TIER } from './model.js';
+import { compileTable, denyAllTable, type Table } from './compile.js';
+import { convertK8sPolicy, k8sPolicyHead, type NetworkPolicyObject } from './k8s.js';
+import type { SetEndpoint } from './ipsets.js';
+
+export interface PodInfo {
+  namespace: string;
+  name: string;
+  labels: Record<string, string>;
+  ip?: string;
+  ports: { name: string; port: number; protocol: number }[];
+  serviceAccount?: string;
+  hostNetwork: boolean;
+}
+
+interface PolicyState {
+  policy?: Policy;
+  /** Set when the policy is bad: its selector and directions if they could be read. */
+  failed?: { error: Error; selector?: Matcher; types?: Record<Direction, boolean> };
+  match?: Matcher;
+}
+
+export interface EndpointTables {
+  ingress?: Table;
+  egress?: Table;
+}
+
+const PROTOCOL_NUMBERS: Record<string, number> = { TCP: PROTO.TCP, UDP: PROTO.UDP, SCTP: PROTO.SCTP };
+
+/** A pod object (wire JSON) as the policy engine sees it. */
+export function podInfo(pod: {
+  metadata?: { namespace?: string; name?: string; labels?: Record<string, string> };
+  spec?: {
+    hostNetwork?: boolean;
+    serviceAccountName?: string;
+    containers?: { ports?: { name?: string; containerPort: number; protocol?: string }[] }[];
+  };
+  status?: { podIP?: string };
+}): PodInfo {
+  const ports: PodInfo['ports'] = [];
+  for (const c of pod.spec?.containers ?? [])
+    for (const p of c.ports ?? [])
+      if (p.name)
+        ports.push({ name: p.name, port: p.containerPort, protocol: PROTOCOL_NUMBERS[p.protocol ?? 'TCP'] ?? 0 });
+  return {
+    namespace: pod.metadata?.namespace ?? 'default',
+    name: pod.metadata?.name ?? '',
+    labels: pod.metadata?.labels ?? {},
+    ...(pod.status?.podIP ? { ip: pod.status.podIP } : {}),
+    ports,
+    ...(pod.spec?.serviceAccountName ? { serviceAccount: pod.spec.serviceAccountName } : {}),
+    hostNetwork: pod.spec?.hostNetwork === true,
+  };
+}
+
+export class PolicyEngine {
+  private readonly namespaces = new Map<string, Record<string, string>>();
+  private readonly pods = new Map<string, PodInfo>();
+  private readonly policies = new Map<string, PolicyState>();
+  private readonly tiers = new Map<string, Tier>([[DEFAULT_TIER.name, DEFAULT_TIER]]);
+  /** Errors not yet reported (the agent logs each bad policy once per change). */
+  readonly errors: Error[] = [];
+
+  setNamespace(name: string, labels: Record<string, string> | undefined): string[] {
+    this.namespaces.set(name, labels ?? {});
+    return [...this.pods.keys()].filter((k) => this.pods.get(k)!.namespace === name);
+  }
+
+  deleteNamespace(name: string): void {
+    this.namespaces.delete(name);
+  }
+
+  setPod(pod: PodInfo): void {
+    this.pods.set(`${pod.namespace}/${pod.name}`, pod);
+  }
+
+  deletePod(namespace: string, name: string): void {
+    this.pods.delete(`${namespace}/${name}`);
+  }
+
+  pod(key: string): PodInfo | undefined {
+    return this.pods.get(key);
+  }
+
+  /** Pods that are policy endpoints (own IP, not host-networked), keyed namespace/name. */
+  *endpoints(): Generator<[string, SetEndpoint]> {
+    for (const [k, p] of this.pods) {
+      const ep = this.setEndpoint(p);
+      if (ep) yield [k, ep];
+    }
+  }
+
+  setEndpoint(p: PodInfo): SetEndpoint | undefined {
+    if (!p.ip || p.hostNetwork) return undefined;
+    return { ip: p.ip, labels: this.labelsOf(p), ports: p.ports };
+  }
+
+  labelsOf(p: PodInfo): Record<string, string> {
+    return endpointLabels(p.labels, p.namespace, this.namespaces.get(p.namespace), p.serviceAccount);
+  }
+
+  setK8sPolicy(np: NetworkPolicyObject): void {
+    const key = `NetworkPolicy ${np.metadata?.namespace ?? 'default'}/${np.metadata?.name ?? ''}`;
+    this.setPolicy(
+      key,
+      () => convertK8sPolicy(np),
+      () => k8sPolicyHead(np),
+    );
+  }
+
+  deleteK8sPolicy(namespace: string, name: string): void {
+    this.policies.delete(`NetworkPolicy ${namespace}/${name}`);
+  }
+
+  /** Adds or replaces a policy of any front end; a conversion error fails it closed. */
+  setPolicy(key: string, convert: () => Policy, head: () => Pick<Policy, 'selector' | 'types'>): void {
+    try {
+      const policy = convert();
+      this.policies.set(key, { policy, match: compileSelector(policy.selector) });
+    } catch (err) {
+      if (!(err instanceof PolicyError)) throw err;
+      let failed: PolicyState['failed'] = { error: err };
+      try {
+        const h = head();
+        failed = { error: err, selector: compileSelector(h.selector), types: h.types };
+      } catch {
+        // Not even the selector can be read: the policy selects nothing.
+      }
+      this.policies.set(key, { failed });
+      this.errors.push(err);
+    }
+  }
+
+  deletePolicy(key: string): void {
+    this.policies.delete(key);
+  }
+
+  setTier(t: Tier): void {
+    this.tiers.set(t.name, t);
+  }
+
+  deleteTier(name: string): void {
+    if (name !== DEFAULT_TIER.name) this.tiers.delete(name);
+  }
+
+  /** The tables of one pod (ingress/egress), or undefined ones where no policy applies. */
+  tablesFor(podKey: string): EndpointTables {
+    const p = this.pods.get(podKey);
+    if (!p) return {};
+    const labels = this.labelsOf(p);
+    const applying: Policy[] = [];
+    const failed: PolicyState['failed'][] = [];
+    for (const st of this.policies.values()) {
+      if (st.policy && st.match!(labels)) applying.push(st.policy);
+      else if (st.failed?.selector?.(labels)) failed.push(st.failed);
+    }
+    const out: EndpointTables = {};
+    for (const dir of ['ingress', 'egress'] as const) {
+      const bad = failed.find((f) => f!.types?.[dir]);
+      if (bad) {
+        out[dir] = denyAllTable(bad.error.message);
+        continue;
+      }
+      try {
+        const t = compileTable(applying, this.tiers, dir, { ports: p.ports });
+        if (t) out[dir] = t;
+      } catch (err) {
+        if (!(err instanceof PolicyError)) throw err;
+        this.errors.push(new PolicyError(`pod ${podKey}`, `${dir} policy`, err.message));
+        out[dir] = denyAllTable(err.message);
+      }
+    }
+    return out;
+  }
+}
