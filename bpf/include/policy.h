@@ -174,9 +174,11 @@ SL_INLINE int sl_in_ranges(const struct sl_port_range *r, __u8 n, __u16 port)
 }
 
 /* Whether every criterion of the rule holds for the flow. Cheap tests first: set lookups are
- * LPM trie walks. */
-SL_INLINE int sl_rule_matches(const struct sl_rule *r, const struct sl_flow *f)
+ * LPM trie walks. Global, so the verifier checks it once rather than in every caller's state. */
+__attribute__((noinline)) int sl_rule_matches(const struct sl_rule *r, const struct sl_flow *f)
 {
+	if (!r || !f)
+		return 0;
 	if (r->proto && r->proto != f->proto)
 		return 0;
 	if (r->not_proto && r->not_proto == f->proto)
@@ -282,10 +284,11 @@ static long sl_policy_step(__u32 i, void *arg)
 }
 
 /* The verdict of the endpoint's table for the flow: 1 allow, 0 deny. A table that ends without
- * a verdict denies (userspace always ends tables with the profile's verdict). */
-SL_SUBPROG int sl_policy_eval(__u32 ifindex, __u32 start, __u32 len, const struct sl_flow *f, int ingress)
+ * a verdict denies (userspace always ends tables with the profile's verdict).
+ * A global function: the verifier checks it once, not once per caller (it is the heavy part). */
+__attribute__((noinline)) int sl_policy_eval(__u32 ifindex, __u32 start, __u32 len, const struct sl_flow *f, int ingress)
 {
-	if (len > SL_MAX_RULE_STEPS)
+	if (!f || len > SL_MAX_RULE_STEPS)
 		return 0;
 	struct sl_policy_walk w = {
 		.f = f,

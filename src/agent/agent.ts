@@ -25,6 +25,9 @@ import { probeAll } from '../bpf/features.js';
 import { judgeFeatures } from '../datapath/requirements.js';
 import { AGENT_KINDS, type Datastore, type KubeObject, type Watch, type WatchEvent } from './datastore/types.js';
 import { DEFAULT_BPFFS_ROOT } from '../paths.js';
+import { PolicyEngine, podInfo } from '../policy/engine.js';
+import { PolicyWriter, type DesiredEndpoint } from '../policy/writer.js';
+import { EP_MAP, IPSETS_MAP, RULES_MAP, epMap, ipsetsMap, rulesMap } from '../datapath/policy.js';
 
 export interface AgentOptions {
   nodeName: string;
@@ -62,6 +65,10 @@ export class Agent {
   private readonly nodes = new Map<string, NodeInfo>();
   private datapath: NodeDatapath | undefined;
   private writer: NatWriter | undefined;
+  private readonly policy = new PolicyEngine();
+  private policyWriter: PolicyWriter | undefined;
+  /** Pod IP -> namespace/name, to find the pod behind a workload interface. */
+  private readonly podsByIp = new Map<string, string>();
   private watch: Watch | undefined;
   private network: NodeNetwork | undefined;
   private attached = new Map<string, { ifindex: number; role: 'workload' | 'host' }>();
@@ -78,6 +85,7 @@ export class Agent {
   /** The next sync programs every frontend (the datapath was just loaded or adopted). */
   private fullSync = false;
   private stopped = false;
+  private syncedRevision: string | undefined;
   private syncing: Promise<void> = Promise.resolve();
   readonly state = {
     ready: false,
@@ -173,10 +181,93 @@ export class Agent {
         else this.felix.set(o.metadata?.name ?? '', o);
         this.onConfig();
         break;
+      case 'Namespace':
+      case 'Pod':
+      case 'NetworkPolicy':
+        this.onPolicyInput(ev.kind, ev.type, o);
+        break;
       default:
-        return; // Pods, Namespaces and policies are the policy engine's (a later issue)
+        return;
     }
     this.scheduleSync();
+  }
+
+  /** Pods, namespaces and policies feed the policy engine and the IP sets. */
+  private onPolicyInput(kind: 'Namespace' | 'Pod' | 'NetworkPolicy', type: string, o: KubeObject): void {
+    const meta = (o as { metadata?: { name?: string; namespace?: string; labels?: Record<string, string> } }).metadata;
+    const name = meta?.name ?? '';
+    const ns = meta?.namespace ?? 'default';
+    const sets = this.policyWriter?.sets;
+    if (kind === 'Namespace') {
+      if (type === 'DELETED') return this.policy.deleteNamespace(name);
+      for (const key of this.policy.setNamespace(name, meta?.labels)) {
+        const ep = this.policy.setEndpoint(this.policy.pod(key)!);
+        if (ep) sets?.upsertEndpoint(key, ep);
+      }
+      return;
+    }
+    if (kind === 'Pod') {
+      const key = `${ns}/${name}`;
+      const prev = this.policy.pod(key);
+      if (prev?.ip && this.podsByIp.get(prev.ip) === key) this.podsByIp.delete(prev.ip);
+      if (type === 'DELETED') {
+        this.policy.deletePod(ns, name);
+        sets?.removeEndpoint(key);
+        return;
+      }
+      const info = podInfo(o as never);
+      this.policy.setPod(info);
+      const ep = this.policy.setEndpoint(info);
+      if (ep) {
+        this.podsByIp.set(ep.ip, key);
+        sets?.upsertEndpoint(key, ep);
+      } else sets?.removeEndpoint(key);
+      return;
+    }
+    if (type === 'DELETED') this.policy.deleteK8sPolicy(ns, name);
+    else this.policy.setK8sPolicy(o as never);
+    this.reportPolicyErrors();
+  }
+
+  private reportPolicyErrors(): void {
+    for (const err of this.policy.errors.splice(0)) {
+      this.metrics.errors.inc({ kind: 'NetworkPolicy' });
+      this.log.error(
+        { err: err.message },
+        `${err.message} (the pods it selects deny that direction until it is fixed)`,
+      );
+    }
+  }
+
+  /** Every local workload interface gets its pod's tables (or none: not isolated). */
+  private syncPolicy(dp: NodeDatapath): void {
+    if (!this.policyWriter) {
+      const w = new PolicyWriter(
+        {
+          ep: epMap(dp.tc.map(EP_MAP)),
+          rules: rulesMap(dp.tc.map(RULES_MAP)),
+          ipsets: ipsetsMap(dp.tc.map(IPSETS_MAP)),
+          conntrack: dp.conntrack,
+        },
+        dp.tc.map(RULES_MAP).def.maxEntries,
+      );
+      w.adopt();
+      for (const [key, ep] of this.policy.endpoints()) w.sets.upsertEndpoint(key, ep);
+      this.policyWriter = w;
+    }
+    const rpf = this.cfg.bpfEnforceRPF !== 'Disabled';
+    const desired = new Map<number, DesiredEndpoint>();
+    for (const r of this.network!.workloadRoutes) {
+      const key = this.podsByIp.get(r.addr);
+      desired.set(r.ifindex, { addr: r.addr, rpf, ...(key ? this.policy.tablesFor(key) : {}) });
+    }
+    const res = this.policyWriter.sync(desired);
+    this.reportPolicyErrors();
+    if (res.tables || res.endpoints || res.rejudged) this.log.debug(res, 'policy maps updated');
+    if (this.policyWriter.pendingRelease) {
+      // Replaced tables and sets are freed once no evaluation can still be walking them.
+      setTimeout(() => this.scheduleSync(), 1100).unref();
+    }
   }
 
   private onNode(type: string, o: KubeObject): void {
@@ -237,6 +328,7 @@ export class Agent {
     dp.close({ unpin: true });
     this.datapath = undefined;
     this.writer = undefined;
+    this.policyWriter = undefined;
     this.attached.clear();
     this.routesInMap.clear();
     this.firstSyncDone = false;
@@ -296,6 +388,8 @@ export class Agent {
     this.writer = new NatWriter(dp.nat);
     for (const f of this.tracker.frontends()) this.writer.upsert(toNatFrontend(f));
     this.writer.flush({ prune: true });
+    this.policyWriter = undefined;
+    if (this.network) this.syncPolicy(dp);
     this.writeStatus();
   }
 
@@ -317,6 +411,8 @@ export class Agent {
 
   private async sync(): Promise<void> {
     const started = this.pendingSince || performance.now();
+    // Everything the datastore delivered up to here is in this sync's result.
+    const revision = this.watch?.resourceVersion;
     this.pendingSince = 0;
     if (!this.cfg.bpfEnabled) {
       if (!this.firstSyncDone)
@@ -390,7 +486,9 @@ export class Agent {
     if (!this.network) this.network = await readNodeNetwork(this.workloadPrefixes);
     this.syncInterfaces(dp);
     this.syncRoutes(dp);
+    this.syncPolicy(dp);
     if (full) await this.cleanKubeProxy();
+    this.syncedRevision = revision;
     this.firstSyncDone = true;
     this.state.ready = true;
     this.state.lastSyncMs = Date.now();
@@ -412,6 +510,8 @@ export class Agent {
       dsr: this.datapath?.config.dsr ?? false,
       lastSyncMs: this.state.lastSyncMs,
       revision: this.watch?.resourceVersion,
+      /** The datastore revision the datapath reflects (the last completed sync's). */
+      syncedRevision: this.syncedRevision,
       frontends: this.writer?.frontendEntries ?? 0,
       interfaces: [...this.attached.entries()].map(([name, a]) => `${name}:${a.role}`),
       mode: this.datapath?.mode,

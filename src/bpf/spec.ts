@@ -242,9 +242,6 @@ function readText(
   const insns = Buffer.from(sec.data);
   const relocations: InsnRelocation[] = [];
   resolveRelocations(elf, sec, 0, insns, maps, data, `${source}: .text`, relocations);
-  if (relocations.some((r) => r.target.kind === 'call')) {
-    throw new SpecError(`${source}: .text calls across sections are not supported`);
-  }
   const functions = elf
     .symbolsIn(sec.index, STT_FUNC)
     .map((f) => ({ name: f.name, start: f.value / INSN, length: f.size / INSN }))
@@ -269,6 +266,10 @@ function linkSubprograms(
       throw new SpecError(`${where}: call to .text instruction ${insn}, not a function start`);
     return f;
   };
+  // A call inside .text is pc-relative, except to a global function: that one is relocated.
+  const textCallTarget = new Map<number, number>();
+  for (const r of text.relocations) if (r.target.kind === 'call') textCallTarget.set(r.insn, r.target.textInsn);
+  const calleeAt = (i: number) => textCallTarget.get(i) ?? i + text.insns.readInt32LE(i * INSN + 4) + 1;
   const order: TextFunction[] = [];
   const refersTo = (r: InsnRelocation) =>
     r.target.kind === 'call' || r.target.kind === 'func' ? [fnAt(r.target.textInsn)] : [];
@@ -278,7 +279,7 @@ function linkSubprograms(
     if (order.includes(f)) continue;
     order.push(f);
     for (let i = f.start; i < f.start + f.length; i++) {
-      if (isPseudoCall(text.insns, i)) queue.push(fnAt(i + text.insns.readInt32LE(i * INSN + 4) + 1));
+      if (isPseudoCall(text.insns, i)) queue.push(fnAt(calleeAt(i)));
     }
     for (const r of text.relocations) if (r.insn >= f.start && r.insn < f.start + f.length) queue.push(...refersTo(r));
   }
@@ -302,12 +303,12 @@ function linkSubprograms(
     for (let i = 0; i < f.length; i++) {
       const src = f.start + i;
       if (isPseudoCall(text.insns, src)) {
-        const callee = fnAt(src + text.insns.readInt32LE(src * INSN + 4) + 1);
+        const callee = fnAt(calleeAt(src));
         out.writeInt32LE(newStart.get(callee)! - (at + i + 1), (at + i) * INSN + 4);
       }
     }
     for (const r of text.relocations) {
-      if (r.insn >= f.start && r.insn < f.start + f.length)
+      if (r.insn >= f.start && r.insn < f.start + f.length && r.target.kind !== 'call')
         relocations.push({ insn: at + r.insn - f.start, target: r.target });
     }
   }

@@ -34,6 +34,11 @@ export class IpSets {
   /** Addresses whose membership changed since the last drain (flows to re-judge). */
   private touched = new Set<string>();
 
+  /** New sets get ids above `id` (the maps hold sets of a previous agent up to it). */
+  startIdsAfter(id: number): void {
+    this.nextId = Math.max(this.nextId, id + 1);
+  }
+
   idOf(key: string): number | undefined {
     return this.sets.get(key)?.id;
   }

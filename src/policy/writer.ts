@@ -63,6 +63,42 @@ export class PolicyWriter {
     this.free = [{ start: 0, len: capacity }];
   }
 
+  /**
+   * Takes over maps a previous writer (a previous agent) filled: the tables its endpoints use stay
+   * untouched until the endpoints point elsewhere and the quarantine passes, new IP sets get ids
+   * above the old ones, and the old sets' members go with the old tables.
+   */
+  adopt(): void {
+    const at = this.now();
+    for (const [{ ifindex }, e] of this.maps.ep.entries()) {
+      this.endpoints.set(ifindex, { entry: e, keys: [undefined, undefined], addr: e.addr });
+      if (e.flags & EpFlags.IN_POLICY) this.occupy(e.inStart, e.inLen, at);
+      if (e.flags & EpFlags.EG_POLICY) this.occupy(e.egStart, e.egLen, at);
+    }
+    let maxSet = 0;
+    const old: IpsetKey[] = [];
+    for (const k of this.maps.ipsets.keys()) {
+      maxSet = Math.max(maxSet, k.setId);
+      old.push(k);
+    }
+    this.sets.startIdsAfter(maxSet);
+    if (old.length) this.legacy = { keys: old, at };
+  }
+  private legacy: { keys: IpsetKey[]; at: number } | undefined;
+
+  private occupy(start: number, len: number, at: number): void {
+    if (len === 0) return;
+    const i = this.free.findIndex((f) => f.start <= start && f.start + f.len >= start + len);
+    if (i < 0) return; // overlapping adopted tables: already taken
+    const f = this.free[i]!;
+    const parts = [
+      { start: f.start, len: start - f.start },
+      { start: start + len, len: f.start + f.len - (start + len) },
+    ].filter((p) => p.len > 0);
+    this.free.splice(i, 1, ...parts);
+    this.quarantine.push({ start, len, at, sets: [] });
+  }
+
   /** Brings the maps to `desired` (ifindex -> endpoint); returns what it changed. */
   sync(desired: Map<number, DesiredEndpoint>): { tables: number; endpoints: number; rejudged: number } {
     this.releaseQuarantine();
@@ -229,6 +265,10 @@ export class PolicyWriter {
 
   private releaseQuarantine(): void {
     const now = this.now();
+    if (this.legacy && now - this.legacy.at >= QUARANTINE_MS) {
+      this.maps.ipsets.deleteMany(this.legacy.keys);
+      this.legacy = undefined;
+    }
     const ready = this.quarantine.filter((q) => now - q.at >= QUARANTINE_MS);
     if (ready.length === 0) return;
     this.quarantine = this.quarantine.filter((q) => now - q.at < QUARANTINE_MS);
@@ -249,7 +289,7 @@ export class PolicyWriter {
 
   /** Whether replaced tables still wait for release (the caller syncs again later). */
   get pendingRelease(): boolean {
-    return this.quarantine.length > 0;
+    return this.quarantine.length > 0 || this.legacy !== undefined;
   }
 
   /** Clears the policy verdicts of flows touching these addresses. */
