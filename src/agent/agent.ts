@@ -23,7 +23,14 @@ import { AgentMetrics } from './metrics.js';
 import { HealthServers, type HealthCheckService } from './health.js';
 import { probeAll } from '../bpf/features.js';
 import { judgeFeatures } from '../datapath/requirements.js';
-import { AGENT_KINDS, type Datastore, type KubeObject, type Watch, type WatchEvent } from './datastore/types.js';
+import {
+  AGENT_KINDS,
+  type Datastore,
+  type Kind,
+  type KubeObject,
+  type Watch,
+  type WatchEvent,
+} from './datastore/types.js';
 import { DEFAULT_BPFFS_ROOT } from '../paths.js';
 import { PolicyEngine, podInfo } from '../policy/engine.js';
 import { PolicyWriter, type DesiredEndpoint } from '../policy/writer.js';
@@ -184,6 +191,11 @@ export class Agent {
       case 'Namespace':
       case 'Pod':
       case 'NetworkPolicy':
+      case 'Tier':
+      case 'CalicoNetworkPolicy':
+      case 'GlobalNetworkPolicy':
+      case 'NetworkSet':
+      case 'GlobalNetworkSet':
         this.onPolicyInput(ev.kind, ev.type, o);
         break;
       default:
@@ -193,7 +205,7 @@ export class Agent {
   }
 
   /** Pods, namespaces and policies feed the policy engine and the IP sets. */
-  private onPolicyInput(kind: 'Namespace' | 'Pod' | 'NetworkPolicy', type: string, o: KubeObject): void {
+  private onPolicyInput(kind: Kind, type: string, o: KubeObject): void {
     const meta = (o as { metadata?: { name?: string; namespace?: string; labels?: Record<string, string> } }).metadata;
     const name = meta?.name ?? '';
     const ns = meta?.namespace ?? 'default';
@@ -201,10 +213,33 @@ export class Agent {
     if (kind === 'Namespace') {
       if (type === 'DELETED') return this.policy.deleteNamespace(name);
       for (const key of this.policy.setNamespace(name, meta?.labels)) {
-        const ep = this.policy.setEndpoint(this.policy.pod(key)!);
+        const ep = this.policy.setEndpointOf(key);
         if (ep) sets?.upsertEndpoint(key, ep);
       }
       return;
+    }
+    switch (kind) {
+      case 'Tier':
+        if (type === 'DELETED') this.policy.deleteTier(name);
+        else this.policy.setTierObject(o as never);
+        return this.reportPolicyErrors();
+      case 'CalicoNetworkPolicy':
+      case 'GlobalNetworkPolicy':
+        if (type === 'DELETED') this.policy.deleteCalicoPolicy(o as never);
+        else this.policy.setCalicoPolicy(o as never);
+        return this.reportPolicyErrors();
+      case 'NetworkSet':
+      case 'GlobalNetworkSet': {
+        if (type === 'DELETED') {
+          sets?.removeEndpoint(this.policy.deleteNetworkSet(o as never));
+          return;
+        }
+        const key = this.policy.setNetworkSet(o as never);
+        const ep = this.policy.setEndpointOf(key);
+        if (ep) sets?.upsertEndpoint(key, ep);
+        else sets?.removeEndpoint(key);
+        return this.reportPolicyErrors();
+      }
     }
     if (kind === 'Pod') {
       const key = `${ns}/${name}`;
@@ -218,7 +253,7 @@ export class Agent {
       const info = podInfo(o as never);
       this.policy.setPod(info);
       const ep = this.policy.setEndpoint(info);
-      if (ep) {
+      if (ep?.ip) {
         this.podsByIp.set(ep.ip, key);
         sets?.upsertEndpoint(key, ep);
       } else sets?.removeEndpoint(key);

@@ -37,6 +37,17 @@ export const setsockopt = lib.func('int setsockopt(int, int, int, void *, uint32
   len: number,
 ) => number;
 export const ifNametoindex = lib.func('unsigned int if_nametoindex(const char *)') as (name: string) => number;
+/** mmap(2); koffi returns a `void *` as a BigInt address (MAP_FAILED is 2^64 - 1). */
+export const mmap = lib.func('void *mmap(void *, size_t, int, int, int, long)') as (
+  addr: bigint | null,
+  len: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  offset: number,
+) => bigint;
+export const munmap = lib.func('int munmap(void *, size_t)') as (addr: bigint, len: number) => number;
+export const sysconf = lib.func('long sysconf(int)') as (name: number) => number;
 
 export function errno(): number {
   return koffi.errno();
@@ -47,7 +58,20 @@ export function addressOf(buf: Buffer): bigint {
   return koffi.address(buf) as bigint;
 }
 
+/**
+ * An ArrayBuffer over `len` bytes of foreign memory at `addr`, without a copy (koffi.view). It
+ * does not own the memory: touching it after the memory is unmapped crashes the process.
+ */
+export function memoryView(addr: bigint, len: number): ArrayBuffer {
+  return koffi.view(addr, len);
+}
+
 export const O_RDONLY = 0;
 export const O_DIRECTORY = 0o200000;
 export const O_CLOEXEC = 0o2000000;
 export const CLONE_NEWNET = 0x40000000;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 1;
+export const MAP_FAILED = 0xffffffffffffffffn;
+export const SC_PAGESIZE = 30;

@@ -14,6 +14,7 @@ import {
   API_VERSIONS,
   describeObject,
   isKind,
+  storedKind,
   isNamespaced,
   timestamp,
   type Deployment,
@@ -454,7 +455,7 @@ export function validateObject(raw: unknown, opts: ValidateOptions = {}, source?
       [{ field: '', reason: `expected a Kubernetes object, got ${show(raw)}` }],
       source,
     );
-  const kind = raw.kind;
+  const kind = storedKind(raw.apiVersion, raw.kind);
   const meta = isObj(raw.metadata) ? raw.metadata : {};
   const name = typeof meta.name === 'string' ? meta.name : undefined;
   const ns = typeof meta.namespace === 'string' && meta.namespace !== '' ? meta.namespace : undefined;
@@ -468,13 +469,15 @@ export function validateObject(raw: unknown, opts: ValidateOptions = {}, source?
     const why =
       kind === 'Node' || kind === 'EndpointSlice'
         ? `the lab manages ${kind}s itself`
-        : `kind ${kind} is not supported by the lab (Namespace, Pod, Deployment, Service, NetworkPolicy, FelixConfiguration)`;
+        : `kind ${kind} is not supported by the lab (Namespace, Pod, Deployment, Service, NetworkPolicy, FelixConfiguration, and Calico's Tier, NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet, HostEndpoint)`;
     c.add('kind', why);
     throw new ObjectError(what, c.issues, source);
   }
   const apiVersion = raw.apiVersion;
   const accepted =
-    kind === 'FelixConfiguration' ? ['projectcalico.org/v3', 'crd.projectcalico.org/v1'] : [API_VERSIONS[kind]];
+    API_VERSIONS[kind] === 'projectcalico.org/v3'
+      ? ['projectcalico.org/v3', 'crd.projectcalico.org/v1']
+      : [API_VERSIONS[kind]];
   if (!accepted.includes(apiVersion as string))
     c.add(
       'apiVersion',
@@ -484,6 +487,7 @@ export function validateObject(raw: unknown, opts: ValidateOptions = {}, source?
   metaCheck(c, kind, meta);
   const obj = structuredClone(raw) as Record<string, unknown> & { metadata: Record<string, unknown> };
   obj.apiVersion = API_VERSIONS[kind];
+  obj.kind = kind;
   obj.metadata = { ...meta };
   if (isNamespaced(kind)) obj.metadata.namespace = ns ?? 'default';
   else delete obj.metadata.namespace;
@@ -521,6 +525,11 @@ export function validateObject(raw: unknown, opts: ValidateOptions = {}, source?
     case 'FelixConfiguration':
       if (obj.spec !== undefined && !isObj(obj.spec)) c.add('spec', 'must be an object');
       else c.issues.push(...validateFelixSpec(obj.spec ?? {}));
+      obj.spec ??= {};
+      break;
+    default:
+      // Calico's resources: the agent's policy engine judges the spec (and says what is wrong).
+      if (obj.spec !== undefined && !isObj(obj.spec)) c.add('spec', 'must be an object');
       obj.spec ??= {};
       break;
   }
@@ -1400,6 +1409,12 @@ const RESOURCE_NAMES: Record<Kind, string> = {
   EndpointSlice: 'endpointslice.discovery.k8s.io',
   NetworkPolicy: 'networkpolicy.networking.k8s.io',
   FelixConfiguration: 'felixconfiguration.projectcalico.org',
+  Tier: 'tier.projectcalico.org',
+  CalicoNetworkPolicy: 'networkpolicy.projectcalico.org',
+  GlobalNetworkPolicy: 'globalnetworkpolicy.projectcalico.org',
+  NetworkSet: 'networkset.projectcalico.org',
+  GlobalNetworkSet: 'globalnetworkset.projectcalico.org',
+  HostEndpoint: 'hostendpoint.projectcalico.org',
 };
 
 /** `deployment.apps/echo`, as kubectl prints it. */
@@ -1409,9 +1424,9 @@ export function resourceName(kind: Kind, name: string): string {
 
 /** Identity of a manifest object, as far as it can be read (for delete -f). */
 export function manifestRef(raw: unknown): { kind: Kind; namespace: string | undefined; name: string } | undefined {
-  if (!isObj(raw) || !isKind(raw.kind) || !isObj(raw.metadata) || typeof raw.metadata.name !== 'string')
-    return undefined;
-  const kind = raw.kind;
+  if (!isObj(raw)) return undefined;
+  const kind = storedKind(raw.apiVersion, raw.kind);
+  if (!isKind(kind) || !isObj(raw.metadata) || typeof raw.metadata.name !== 'string') return undefined;
   const ns = isNamespaced(kind)
     ? typeof raw.metadata.namespace === 'string' && raw.metadata.namespace
       ? raw.metadata.namespace

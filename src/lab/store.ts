@@ -69,6 +69,14 @@ export interface FelixConfiguration {
   spec?: Record<string, unknown>;
 }
 
+/** Calico's projectcalico.org/v3 policy resources; the policy engine checks their specs. */
+export interface CalicoResource {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: ObjectMeta;
+  spec?: Record<string, unknown>;
+}
+
 export interface KindTypes {
   Namespace: Namespace;
   Node: Node;
@@ -78,6 +86,13 @@ export interface KindTypes {
   EndpointSlice: EndpointSlice;
   NetworkPolicy: NetworkPolicy;
   FelixConfiguration: FelixConfiguration;
+  Tier: CalicoResource;
+  /** projectcalico.org/v3 NetworkPolicy: named apart from Kubernetes' NetworkPolicy. */
+  CalicoNetworkPolicy: CalicoResource;
+  GlobalNetworkPolicy: CalicoResource;
+  NetworkSet: CalicoResource;
+  GlobalNetworkSet: CalicoResource;
+  HostEndpoint: CalicoResource;
 }
 
 export type Kind = keyof KindTypes;
@@ -92,6 +107,12 @@ export const KINDS: readonly Kind[] = [
   'EndpointSlice',
   'NetworkPolicy',
   'FelixConfiguration',
+  'Tier',
+  'CalicoNetworkPolicy',
+  'GlobalNetworkPolicy',
+  'NetworkSet',
+  'GlobalNetworkSet',
+  'HostEndpoint',
 ];
 
 /** apiVersion of each kind as stored (crd.projectcalico.org/v1 is stored as projectcalico.org/v3). */
@@ -104,9 +125,29 @@ export const API_VERSIONS: Readonly<Record<Kind, string>> = {
   EndpointSlice: 'discovery.k8s.io/v1',
   NetworkPolicy: 'networking.k8s.io/v1',
   FelixConfiguration: 'projectcalico.org/v3',
+  Tier: 'projectcalico.org/v3',
+  CalicoNetworkPolicy: 'projectcalico.org/v3',
+  GlobalNetworkPolicy: 'projectcalico.org/v3',
+  NetworkSet: 'projectcalico.org/v3',
+  GlobalNetworkSet: 'projectcalico.org/v3',
+  HostEndpoint: 'projectcalico.org/v3',
 };
 
-const CLUSTER_SCOPED: ReadonlySet<Kind> = new Set<Kind>(['Namespace', 'Node', 'FelixConfiguration']);
+/** The kind a manifest's (apiVersion, kind) is stored as. */
+export function storedKind(apiVersion: unknown, kind: unknown): unknown {
+  const calico = apiVersion === 'projectcalico.org/v3' || apiVersion === 'crd.projectcalico.org/v1';
+  return calico && kind === 'NetworkPolicy' ? 'CalicoNetworkPolicy' : kind;
+}
+
+const CLUSTER_SCOPED: ReadonlySet<Kind> = new Set<Kind>([
+  'Namespace',
+  'Node',
+  'FelixConfiguration',
+  'Tier',
+  'GlobalNetworkPolicy',
+  'GlobalNetworkSet',
+  'HostEndpoint',
+]);
 
 export function isKind(k: unknown): k is Kind {
   return typeof k === 'string' && (KINDS as readonly string[]).includes(k);

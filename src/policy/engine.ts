@@ -5,6 +5,15 @@ import { compile as compileSelector, type Matcher } from './selector.js';
 import { endpointLabels, PolicyError, PROTO, type Direction, type Policy, type Tier, DEFAULT_TIER } from './model.js';
 import { compileTable, denyAllTable, type Table } from './compile.js';
 import { convertK8sPolicy, k8sPolicyHead, type NetworkPolicyObject } from './k8s.js';
+import {
+  calicoPolicyHead,
+  calicoPolicyKey,
+  convertCalicoPolicy,
+  convertTier,
+  type CalicoPolicyObject,
+  type TierObject,
+} from './calico.js';
+import { parseCidr } from './cidr.js';
 import type { SetEndpoint } from './ipsets.js';
 
 export interface PodInfo {
@@ -22,6 +31,12 @@ interface PolicyState {
   /** Set when the policy is bad: its selector and directions if they could be read. */
   failed?: { error: Error; selector?: Matcher; types?: Record<Direction, boolean> };
   match?: Matcher;
+}
+
+export interface NetworkSetObject {
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; labels?: Record<string, string> };
+  spec?: { nets?: string[] };
 }
 
 export interface EndpointTables {
@@ -62,12 +77,44 @@ export class PolicyEngine {
   private readonly pods = new Map<string, PodInfo>();
   private readonly policies = new Map<string, PolicyState>();
   private readonly tiers = new Map<string, Tier>([[DEFAULT_TIER.name, DEFAULT_TIER]]);
+  /** NetworkSets and GlobalNetworkSets by set-endpoint key ("netset <kind> <ns>/<name>"). */
+  private readonly netsets = new Map<string, NetworkSetObject>();
   /** Errors not yet reported (the agent logs each bad policy once per change). */
   readonly errors: Error[] = [];
 
+  /** Returns the set-endpoint keys whose labels changed with it. */
   setNamespace(name: string, labels: Record<string, string> | undefined): string[] {
     this.namespaces.set(name, labels ?? {});
-    return [...this.pods.keys()].filter((k) => this.pods.get(k)!.namespace === name);
+    return [
+      ...[...this.pods.keys()].filter((k) => this.pods.get(k)!.namespace === name),
+      ...[...this.netsets]
+        .filter(([, o]) => o.kind !== 'GlobalNetworkSet' && (o.metadata?.namespace ?? 'default') === name)
+        .map(([k]) => k),
+    ];
+  }
+
+  /** A set endpoint by key: a pod ("ns/name") or a network set. */
+  setEndpointOf(key: string): SetEndpoint | undefined {
+    const ns = this.netsets.get(key);
+    if (ns) return this.networkSetEndpoint(ns);
+    const p = this.pods.get(key);
+    return p && this.setEndpoint(p);
+  }
+
+  static netsetKey(o: NetworkSetObject): string {
+    return `netset ${o.kind} ${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+  }
+
+  setNetworkSet(o: NetworkSetObject): string {
+    const key = PolicyEngine.netsetKey(o);
+    this.netsets.set(key, o);
+    return key;
+  }
+
+  deleteNetworkSet(o: NetworkSetObject): string {
+    const key = PolicyEngine.netsetKey(o);
+    this.netsets.delete(key);
+    return key;
   }
 
   deleteNamespace(name: string): void {
@@ -90,6 +137,10 @@ export class PolicyEngine {
   *endpoints(): Generator<[string, SetEndpoint]> {
     for (const [k, p] of this.pods) {
       const ep = this.setEndpoint(p);
+      if (ep) yield [k, ep];
+    }
+    for (const [k, o] of this.netsets) {
+      const ep = this.networkSetEndpoint(o);
       if (ep) yield [k, ep];
     }
   }
@@ -141,6 +192,49 @@ export class PolicyEngine {
 
   setTier(t: Tier): void {
     this.tiers.set(t.name, t);
+  }
+
+  /** A projectcalico.org/v3 NetworkPolicy or GlobalNetworkPolicy. */
+  setCalicoPolicy(o: CalicoPolicyObject): void {
+    this.setPolicy(
+      calicoPolicyKey(o),
+      () => convertCalicoPolicy(o),
+      () => calicoPolicyHead(o),
+    );
+  }
+
+  deleteCalicoPolicy(o: CalicoPolicyObject): void {
+    this.policies.delete(calicoPolicyKey(o));
+  }
+
+  setTierObject(o: TierObject): void {
+    try {
+      this.setTier(convertTier(o));
+    } catch (err) {
+      if (!(err instanceof PolicyError)) throw err;
+      this.errors.push(err);
+    }
+  }
+
+  /**
+   * A NetworkSet (namespaced) or GlobalNetworkSet as a selectable endpoint of the IP sets:
+   * undefined (with the error recorded) when a net is bad.
+   */
+  networkSetEndpoint(o: NetworkSetObject): SetEndpoint | undefined {
+    const global = o.kind === 'GlobalNetworkSet';
+    const ns = global ? undefined : (o.metadata?.namespace ?? 'default');
+    const key = global ? `GlobalNetworkSet ${o.metadata?.name}` : `NetworkSet ${ns}/${o.metadata?.name}`;
+    const nets: string[] = [];
+    for (const [i, n] of (o.spec?.nets ?? []).entries()) {
+      try {
+        nets.push(parseCidr(n).text);
+      } catch (err) {
+        this.errors.push(new PolicyError(key, `spec.nets[${i}]`, (err as Error).message));
+        return undefined;
+      }
+    }
+    const labels = endpointLabels(o.metadata?.labels ?? {}, ns, ns !== undefined ? this.namespaces.get(ns) : undefined);
+    return { nets, labels, ports: [] };
   }
 
   deleteTier(name: string): void {

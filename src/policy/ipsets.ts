@@ -9,7 +9,9 @@ import type { SetDef } from './compile.js';
 
 /** An endpoint as sets see it. */
 export interface SetEndpoint {
-  ip: string;
+  /** A pod's address; network sets have `nets` instead. */
+  ip?: string;
+  nets?: string[];
   /** Effective labels (model.ts endpointLabels). */
   labels: Record<string, string>;
   ports: { name: string; port: number; protocol: number }[];
@@ -127,18 +129,21 @@ export class IpSets {
 
   private contribution(s: SetState, ep: SetEndpoint): IpsetKey[] {
     if (!s.match || !s.match(ep.labels)) return [];
-    if (s.def.kind === 'selector')
-      return [{ prefixlen: IPSET_PREFIX_FIXED + 32, setId: s.id, portKey: 0, addr: ep.ip }];
-    if (s.def.kind !== 'named') return [];
+    if (s.def.kind === 'selector') {
+      const out: IpsetKey[] = [];
+      if (ep.ip) out.push({ prefixlen: IPSET_PREFIX_FIXED + 32, setId: s.id, portKey: 0, addr: ep.ip });
+      for (const n of ep.nets ?? []) {
+        const c = parseCidr(n);
+        out.push({ prefixlen: IPSET_PREFIX_FIXED + c.len, setId: s.id, portKey: 0, addr: c.text.split('/')[0]! });
+      }
+      return out;
+    }
+    if (s.def.kind !== 'named' || !ep.ip) return [];
     const { protocol, port } = s.def;
+    const ip = ep.ip;
     return ep.ports
       .filter((p) => p.name === port && p.protocol === protocol)
-      .map((p) => ({
-        prefixlen: IPSET_PREFIX_FIXED + 32,
-        setId: s.id,
-        portKey: (protocol << 16) | p.port,
-        addr: ep.ip,
-      }));
+      .map((p) => ({ prefixlen: IPSET_PREFIX_FIXED + 32, setId: s.id, portKey: (protocol << 16) | p.port, addr: ip }));
   }
 
   private addMember(s: SetState, k: IpsetKey, touch: boolean): void {

@@ -49,6 +49,11 @@ export const AGENT_KINDS: readonly Kind[] = [
   'EndpointSlice',
   'NetworkPolicy',
   'FelixConfiguration',
+  'Tier',
+  'CalicoNetworkPolicy',
+  'GlobalNetworkPolicy',
+  'NetworkSet',
+  'GlobalNetworkSet',
 ];
 
 /** The subset of a pino logger the datastores use (a pino Logger satisfies it). */
