@@ -5,6 +5,7 @@ import path from 'node:path';
 import { packageRoot } from '../src/paths.js';
 import { benchMapUpdates } from './map-updates.js';
 import { benchPacketCost } from './datapath.js';
+import { benchPolicy, policyReport } from './policy.js';
 import type { AgentSyncResult } from './agent-sync.js';
 import { AGENT_NODE_FLAGS } from '../src/agent/runtime.js';
 import { execFileSync } from 'node:child_process';
@@ -74,6 +75,12 @@ console.log(
   `  new flow, single runs (median):             ${packetCost.newFlowSingleNs} ns (${packetCost.newFlowOverBaseline.toFixed(2)}x baseline)`,
 );
 
+console.log(
+  `network policy: new flows with 100${quick ? '' : ' and 1,000'} rules and a ${quick ? '1,000' : '10,000'}-member IP set, established flows, policy changes to the maps...`,
+);
+const policy = benchPolicy({ quick });
+for (const line of policyReport(policy)) console.log(line);
+
 console.log('TCP throughput, pod on node1 to pod on node2 over VXLAN (iperf3)...');
 const throughput = [];
 for (const streams of [1, 4]) {
@@ -100,6 +107,7 @@ const result = {
   quick,
   mapUpdates,
   packetCost,
+  policy,
   throughput,
 };
 const dir = path.join(packageRoot, 'bench', 'results');

@@ -34,7 +34,8 @@ import {
 import { DEFAULT_BPFFS_ROOT } from '../paths.js';
 import { PolicyEngine, podInfo } from '../policy/engine.js';
 import { PolicyWriter, type DesiredEndpoint } from '../policy/writer.js';
-import { EP_MAP, IPSETS_MAP, RULES_MAP, epMap, ipsetsMap, rulesMap } from '../datapath/policy.js';
+import { EP_MAP, IPSETS_MAP, LOG_MAP, RULES_MAP, epMap, ipsetsMap, logEvent, rulesMap } from '../datapath/policy.js';
+import { RingBufReader } from '../bpf/ringbuf.js';
 
 export interface AgentOptions {
   nodeName: string;
@@ -60,6 +61,10 @@ interface NodeInfo {
   podCidrs: string[];
 }
 
+/** Policy Log events written to the agent's log per second at most; the rest are counted. */
+const LOG_EVENTS_PER_SECOND = 50;
+const PROTOCOL_NAMES: Record<number, string> = { 1: 'ICMP', 6: 'TCP', 17: 'UDP' };
+
 const routeId = (k: RouteKey) => `${k.addr}/${k.prefixlen}`;
 const sameRoute = (a: Route, b: Route) => a.flags === b.flags && a.ifindex === b.ifindex && a.nextHop === b.nextHop;
 
@@ -74,6 +79,8 @@ export class Agent {
   private writer: NatWriter | undefined;
   private readonly policy = new PolicyEngine();
   private policyWriter: PolicyWriter | undefined;
+  private logReader: RingBufReader | undefined;
+  private logBudget = { tokens: LOG_EVENTS_PER_SECOND, at: 0, suppressed: 0 };
   /** Pod IP -> namespace/name, to find the pod behind a workload interface. */
   private readonly podsByIp = new Map<string, string>();
   private watch: Watch | undefined;
@@ -137,6 +144,7 @@ export class Agent {
     this.timers.push(setInterval(() => this.pollInterfaces(), iv.interfacePollMs ?? 5000));
     this.timers.push(setInterval(() => this.scanConntrack(), iv.conntrackScanMs ?? 10_000));
     this.timers.push(setInterval(() => this.updateCounters(), iv.countersMs ?? 5000));
+    this.timers.push(setInterval(() => this.readPolicyLog(), 200));
     this.timers.push(setInterval(() => void this.cleanKubeProxy(), 30_000));
     for (const t of this.timers) t.unref();
     await this.whenSynced();
@@ -264,6 +272,42 @@ export class Agent {
     this.reportPolicyErrors();
   }
 
+  /** The Log action's events: one structured line each, at most LOG_EVENTS_PER_SECOND. */
+  private readPolicyLog(): void {
+    const reader = this.logReader;
+    const writer = this.policyWriter;
+    if (!reader || !writer || this.stopped) return;
+    const now = Date.now();
+    const b = this.logBudget;
+    b.tokens = Math.min(LOG_EVENTS_PER_SECOND, b.tokens + ((now - b.at) / 1000) * LOG_EVENTS_PER_SECOND);
+    b.at = now;
+    reader.consume((data, offset) => {
+      this.metrics.policyLogEvents.inc();
+      if (b.tokens < 1) {
+        b.suppressed++;
+        return;
+      }
+      b.tokens--;
+      const e = logEvent.decode(data, offset);
+      const iface = [...this.attached].find(([, a]) => a.ifindex === e.ifindex)?.[0];
+      this.log.info(
+        {
+          policyLog: writer.ruleName(e.ruleId),
+          direction: e.ingress ? 'ingress' : 'egress',
+          iface: iface ?? e.ifindex,
+          protocol: PROTOCOL_NAMES[e.proto] ?? e.proto,
+          src: `${e.saddr}:${e.sport}`,
+          dst: `${e.daddr}:${e.dport}`,
+        },
+        'policy log',
+      );
+    });
+    if (b.suppressed && b.tokens >= 1) {
+      this.log.warn({ suppressed: b.suppressed }, 'policy log events over the rate limit were not written');
+      b.suppressed = 0;
+    }
+  }
+
   private reportPolicyErrors(): void {
     for (const err of this.policy.errors.splice(0)) {
       this.metrics.errors.inc({ kind: 'NetworkPolicy' });
@@ -289,6 +333,8 @@ export class Agent {
       w.adopt();
       for (const [key, ep] of this.policy.endpoints()) w.sets.upsertEndpoint(key, ep);
       this.policyWriter = w;
+      this.logReader?.close();
+      this.logReader = new RingBufReader(dp.tc.map(LOG_MAP));
     }
     const rpf = this.cfg.bpfEnforceRPF !== 'Disabled';
     const desired = new Map<number, DesiredEndpoint>();
@@ -298,7 +344,20 @@ export class Agent {
     }
     const res = this.policyWriter.sync(desired);
     this.reportPolicyErrors();
-    if (res.tables || res.endpoints || res.rejudged) this.log.debug(res, 'policy maps updated');
+    if (res.tables || res.endpoints) this.log.debug(res, 'policy maps updated');
+    if (res.rejudge) {
+      // Established flows are re-judged after the new tables are in force (a conntrack scan).
+      const w = this.policyWriter;
+      setImmediate(() => {
+        if (this.policyWriter !== w || this.stopped) return;
+        try {
+          const n = w.rejudgeFlows();
+          if (n) this.log.debug({ flows: n }, 'established flows will be judged again by the new policy');
+        } catch (err) {
+          this.log.warn({ err }, 're-judging established flows failed');
+        }
+      });
+    }
     if (this.policyWriter.pendingRelease) {
       // Replaced tables and sets are freed once no evaluation can still be walking them.
       setTimeout(() => this.scheduleSync(), 1100).unref();
@@ -364,6 +423,8 @@ export class Agent {
     this.datapath = undefined;
     this.writer = undefined;
     this.policyWriter = undefined;
+    this.logReader?.close();
+    this.logReader = undefined;
     this.attached.clear();
     this.routesInMap.clear();
     this.firstSyncDone = false;

@@ -49,6 +49,11 @@ export class AgentMetrics {
     labelNames: ['kind', 'type'],
     registers: [this.registry],
   });
+  readonly policyLogEvents = new Counter({
+    name: 'sluice_policy_log_events_total',
+    help: 'Packets that matched a policy rule with the Log action (logged or over the rate limit)',
+    registers: [this.registry],
+  });
   readonly errors = new Counter({
     name: 'sluice_object_errors_total',
     help: 'Objects refused (invalid Service, policy or configuration), by kind',

@@ -42,7 +42,14 @@ function loadAttempt(spec: ProgramLoadSpec, log: Buffer | null): number {
       attr.writeUInt32LE(spec.lineInfo.length / 16, 104);
     }
   }
-  return bpf(Cmd.PROG_LOAD, attr, 'BPF_PROG_LOAD', spec.name);
+  // A signal that interrupts the verifier makes the load fail with EAGAIN; libbpf retries too.
+  for (let i = 0; ; i++) {
+    try {
+      return bpf(Cmd.PROG_LOAD, attr, 'BPF_PROG_LOAD', spec.name);
+    } catch (err) {
+      if (!(err instanceof BpfError) || err.code !== 'EAGAIN' || i >= 4) throw err;
+    }
+  }
 }
 
 /** BPF_BTF_LOAD; on failure the kernel's BTF log is in the error. */

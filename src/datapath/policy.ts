@@ -1,5 +1,5 @@
 // Schemas of the policy maps (bpf/include/policy.h): endpoints, rule tables, IP sets.
-import { array, ipv4, pad, struct, u16, u32, u8 } from '../bpf/codec.js';
+import { array, ipv4, pad, struct, u16, u32, u64n, u8 } from '../bpf/codec.js';
 import { TypedMap } from '../bpf/typed-map.js';
 import type { BpfMap } from '../bpf/map.js';
 
@@ -58,6 +58,19 @@ export const ruleKey = struct('sl_rule_key', { index: u32 });
 
 export const ipsetKey = struct('sl_ipset_key', { prefixlen: u32, setId: u32, portKey: u32, addr: ipv4 });
 export const ipsetValue = struct('sl_ipset_value', { setId: u32 });
+
+export const logEvent = struct('sl_log_event', {
+  tsNs: u64n,
+  ruleId: u32,
+  ifindex: u32,
+  saddr: ipv4,
+  daddr: ipv4,
+  sport: u16,
+  dport: u16,
+  proto: u8,
+  ingress: u8,
+  _pad: pad(2),
+});
 
 export type EpEntry = ReturnType<typeof epValue.decode>;
 export type RuleEntry = ReturnType<typeof ruleValue.decode>;

@@ -58,6 +58,8 @@ export interface TableRule {
 }
 
 export interface Table {
+  /** Identity of the content: equal tables share rule slots. */
+  key: string;
   rules: TableRule[];
   /** Every set the rules reference, by key. */
   sets: Map<string, SetDef>;
@@ -235,10 +237,11 @@ export function compileTable(
       'rules',
       `${rules.length} rules, more than the ${MAX_TABLE_RULES} the datapath evaluates`,
     );
-  return { rules, sets: c.sets };
+  return { key: JSON.stringify(rules), rules, sets: c.sets };
 }
 
 /** A table that denies everything: what an endpoint gets when its policy cannot be compiled. */
 export function denyAllTable(reason: string): Table {
-  return { rules: [matchAll('deny', `fail closed: ${reason}`)], sets: new Map() };
+  const rules = [matchAll('deny', `fail closed: ${reason}`)];
+  return { key: JSON.stringify(rules), rules, sets: new Map() };
 }

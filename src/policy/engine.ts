@@ -27,6 +27,8 @@ export interface PodInfo {
 }
 
 interface PolicyState {
+  /** Bumped on every change: part of the cache key of the tables that include the policy. */
+  rev: number;
   policy?: Policy;
   /** Set when the policy is bad: its selector and directions if they could be read. */
   failed?: { error: Error; selector?: Matcher; types?: Record<Direction, boolean> };
@@ -79,6 +81,14 @@ export class PolicyEngine {
   private readonly tiers = new Map<string, Tier>([[DEFAULT_TIER.name, DEFAULT_TIER]]);
   /** NetworkSets and GlobalNetworkSets by set-endpoint key ("netset <kind> <ns>/<name>"). */
   private readonly netsets = new Map<string, NetworkSetObject>();
+  private revision = 0;
+  private tierRevision = 0;
+  /**
+   * Compiled tables by what they are made of (the policies that apply and their revisions, the
+   * tiers, the endpoint's named ports): pods selected by the same policies share one table, and
+   * an unrelated change compiles nothing.
+   */
+  private tableCache = new Map<string, EndpointTables>();
   /** Errors not yet reported (the agent logs each bad policy once per change). */
   readonly errors: Error[] = [];
 
@@ -171,7 +181,7 @@ export class PolicyEngine {
   setPolicy(key: string, convert: () => Policy, head: () => Pick<Policy, 'selector' | 'types'>): void {
     try {
       const policy = convert();
-      this.policies.set(key, { policy, match: compileSelector(policy.selector) });
+      this.policies.set(key, { rev: ++this.revision, policy, match: compileSelector(policy.selector) });
     } catch (err) {
       if (!(err instanceof PolicyError)) throw err;
       let failed: PolicyState['failed'] = { error: err };
@@ -181,7 +191,7 @@ export class PolicyEngine {
       } catch {
         // Not even the selector can be read: the policy selects nothing.
       }
-      this.policies.set(key, { failed });
+      this.policies.set(key, { rev: ++this.revision, failed });
       this.errors.push(err);
     }
   }
@@ -192,6 +202,7 @@ export class PolicyEngine {
 
   setTier(t: Tier): void {
     this.tiers.set(t.name, t);
+    this.tierRevision++;
   }
 
   /** A projectcalico.org/v3 NetworkPolicy or GlobalNetworkPolicy. */
@@ -239,6 +250,7 @@ export class PolicyEngine {
 
   deleteTier(name: string): void {
     if (name !== DEFAULT_TIER.name) this.tiers.delete(name);
+    this.tierRevision++;
   }
 
   /** The tables of one pod (ingress/egress), or undefined ones where no policy applies. */
@@ -248,10 +260,17 @@ export class PolicyEngine {
     const labels = this.labelsOf(p);
     const applying: Policy[] = [];
     const failed: PolicyState['failed'][] = [];
-    for (const st of this.policies.values()) {
+    const parts: string[] = [];
+    for (const [key, st] of this.policies) {
       if (st.policy && st.match!(labels)) applying.push(st.policy);
       else if (st.failed?.selector?.(labels)) failed.push(st.failed);
+      else continue;
+      parts.push(`${key}@${st.rev}`);
     }
+    if (parts.length === 0) return {};
+    const cacheKey = `${this.tierRevision}|${JSON.stringify(p.ports)}|${parts.sort().join('|')}`;
+    const hit = this.tableCache.get(cacheKey);
+    if (hit) return hit;
     const out: EndpointTables = {};
     for (const dir of ['ingress', 'egress'] as const) {
       const bad = failed.find((f) => f!.types?.[dir]);
@@ -268,6 +287,9 @@ export class PolicyEngine {
         out[dir] = denyAllTable(err.message);
       }
     }
+    // Old entries name revisions that no longer exist: start afresh now and then.
+    if (this.tableCache.size > 4096) this.tableCache = new Map();
+    this.tableCache.set(cacheKey, out);
     return out;
   }
 }

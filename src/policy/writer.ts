@@ -100,15 +100,20 @@ export class PolicyWriter {
   }
 
   /** Brings the maps to `desired` (ifindex -> endpoint); returns what it changed. */
-  sync(desired: Map<number, DesiredEndpoint>): { tables: number; endpoints: number; rejudged: number } {
+  sync(desired: Map<number, DesiredEndpoint>): { tables: number; endpoints: number; rejudge: number } {
     this.releaseQuarantine();
     let tables = 0;
     // 1. Sets the new tables reference.
     const wantKeys = new Map<number, [string?, string?]>();
+    const seen = new Set<string>();
     for (const [ifindex, d] of desired) {
-      const keys: [string?, string?] = [d.ingress && tableKey(d.ingress), d.egress && tableKey(d.egress)];
+      const keys: [string?, string?] = [d.ingress?.key, d.egress?.key];
       wantKeys.set(ifindex, keys);
-      for (const t of [d.ingress, d.egress]) if (t) for (const [k, def] of t.sets) this.sets.ensure(k, def);
+      for (const t of [d.ingress, d.egress]) {
+        if (!t || this.regions.has(t.key) || seen.has(t.key)) continue;
+        seen.add(t.key);
+        for (const [k, def] of t.sets) this.sets.ensure(k, def);
+      }
     }
     const rejudge = this.flushSetChanges(false);
     // 2. New tables into free slots.
@@ -169,8 +174,22 @@ export class PolicyWriter {
       this.sets.drop(k);
     }
     for (const a of this.flushSetChanges(true)) rejudge.add(a);
-    const rejudged = rejudge.size > 0 ? this.rejudge(rejudge) : 0;
-    return { tables, endpoints: changed, rejudged };
+    for (const a of rejudge) this.toRejudge.add(a);
+    return { tables, endpoints: changed, rejudge: this.toRejudge.size };
+  }
+
+  private toRejudge = new Set<string>();
+
+  /**
+   * Re-judges the flows of the addresses the last syncs touched: new flows already meet the new
+   * policy; this makes established ones meet it too (a scan of conntrack, so it runs apart from
+   * sync). Returns how many flows will be judged again.
+   */
+  rejudgeFlows(): number {
+    if (this.toRejudge.size === 0) return 0;
+    const addrs = this.toRejudge;
+    this.toRejudge = new Set();
+    return this.rejudge(addrs);
   }
 
   /** Applies queued set membership changes; returns the addresses whose membership changed. */
@@ -296,16 +315,25 @@ export class PolicyWriter {
   private rejudge(addrs: Set<string>): number {
     const ct = this.maps.conntrack;
     if (!ct) return 0;
-    const updates: [CtKey, CtEntry][] = [];
+    const affected: CtKey[] = [];
     for (const [k, v] of ct.entries()) {
       if (v.pol === 0) continue;
-      if (addrs.has(k.addrA) || addrs.has(k.addrB) || addrs.has(v.natAddr)) updates.push([k, { ...v, pol: 0 }]);
+      if (addrs.has(k.addrA) || addrs.has(k.addrB) || addrs.has(v.natAddr)) affected.push(k);
     }
-    for (const [k, v] of updates) {
-      // Only if the entry is still there: a flow that ended must not be re-created.
-      if (ct.get(k)) ct.set(k, v, 2 /* BPF_EXIST */);
+    let n = 0;
+    for (const k of affected) {
+      // Read again just before writing: the datapath keeps updating times and flags, and a
+      // flow that ended must not be re-created.
+      const cur = ct.get(k);
+      if (!cur || cur.pol === 0) continue;
+      try {
+        ct.set(k, { ...cur, pol: 0 }, 2 /* BPF_EXIST */);
+        n++;
+      } catch {
+        // Expired between the read and the write: nothing to re-judge.
+      }
     }
-    return updates.length;
+    return n;
   }
 }
 
@@ -327,8 +355,4 @@ function sameEntry(a: EpEntry, b: EpEntry): boolean {
     a.egStart === b.egStart &&
     a.egLen === b.egLen
   );
-}
-
-export function tableKey(t: Table): string {
-  return JSON.stringify(t.rules);
 }

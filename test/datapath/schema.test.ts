@@ -9,6 +9,7 @@ import { countersKey, countersValue, COUNTERS_MAP } from '../../src/datapath/cou
 import { routeKey, routeValue, ROUTES_MAP } from '../../src/datapath/routes.js';
 import * as nat from '../../src/datapath/nat.js';
 import { ctKey, ctValue, CT_MAP } from '../../src/datapath/conntrack.js';
+import * as pol from '../../src/datapath/policy.js';
 
 type Schema = { object: string; map: string; key: [string, Codec]; value: [string, Codec] };
 type Codec = { size: number; fields: readonly { name: string; offset: number; size: number }[] };
@@ -27,6 +28,18 @@ const schemas: Schema[] = [
   { object: 'tc', map: nat.NAT_AFF_MAP, key: ['sl_nat_aff_key', nat.affKey], value: ['sl_nat_aff', nat.affValue] },
   { object: 'tc', map: CT_MAP, key: ['sl_ct_key', ctKey], value: ['sl_ct', ctValue] },
 ];
+
+test('policy structs: endpoint, rule, IP set key and Log event codecs match the C structs', () => {
+  const btf = loadObjectFile(bpfObjectPath('tc')).btf!;
+  assert.deepEqual(compareWithBtf(btf, 'sl_ep', pol.epValue), []);
+  assert.deepEqual(compareWithBtf(btf, 'sl_rule', pol.ruleValue), []);
+  assert.deepEqual(compareWithBtf(btf, 'sl_ipset_key', pol.ipsetKey), []);
+  // Only reached through the ring buffer, so clang keeps no BTF for it: C asserts its size.
+  assert.equal(pol.logEvent.size, 32);
+  const maps = loadObjectFile(bpfObjectPath('tc')).maps;
+  assert.equal(maps.get(pol.RULES_MAP)!.valueSize, pol.ruleValue.size);
+  assert.equal(maps.get(pol.EP_MAP)!.valueSize, pol.epValue.size);
+});
 
 for (const s of schemas) {
   test(`${s.map}: key and value codecs match the C structs in ${s.object}.o`, () => {

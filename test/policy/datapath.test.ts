@@ -35,6 +35,7 @@ function program(serverIfindex = LO): void {
   const t = engine.tablesFor('ns1/server');
   const want = new Map<number, DesiredEndpoint>([[serverIfindex, { addr: SERVER, rpf: true, ...t }]]);
   writer.sync(want);
+  writer.rejudgeFlows();
 }
 
 before(() => {
