@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { stringify } from 'yaml';
-import { labDown, labUp, agentStatusPath } from '../../src/lab/lab.js';
+import { labDown, labUp, agentStatusPath, agentLogPath } from '../../src/lab/lab.js';
 import { Topology } from '../../src/lab/topology.js';
 import { FileStore } from '../../src/lab/store.js';
 import { storeDir } from '../../src/lab/controller.js';
@@ -466,6 +466,23 @@ test('Calico tiers, orders, Pass, Deny, Log, network sets: agree with the refere
         failures.push(
           `${c.name}: ${probeKey(w)}: got ${got.get(probeKey(w)) ? 'allowed' : 'denied'}; ${explainProbe(world, c, w)}`,
         );
+    if (c.name.includes('Log then Allow')) {
+      // The Log rule saw every new flow of ns-a's pods that the Deny before it did not take.
+      await new Promise((r) => setTimeout(r, 600));
+      const logged = topo.nodes.flatMap((n) =>
+        readFileSync(agentLogPath(LAB, n.name), 'utf8')
+          .split('\n')
+          .filter((l) => l.includes('"policy log"') && l.includes('egress.limit')),
+      );
+      const a = JSON.parse(logged[0] ?? '{}') as { direction?: string; src?: string };
+      t.diagnostic(`${logged.length} Log events, e.g. ${logged[0]}`);
+      assert.ok(logged.length > 0, 'Log events reached the agents');
+      assert.equal(a.direction, 'egress');
+      assert.ok(
+        ['a-web', 'a-api', 'a-db'].some((p) => a.src?.startsWith(labPod(p).ip + ':')),
+        `source ${a.src} is in ns-a`,
+      );
+    }
   }
   t.diagnostic(`${cases.length} Calico cases, ${cases.length * 288} probes`);
   assert.deepEqual(failures.slice(0, 20), []);
