@@ -214,8 +214,9 @@ SL_SUBPROG int sl_new_nat_flow(struct __sk_buff *skb, struct sl_ctx *x)
 	return sl_forward(skb, &x->p, x->p.saddr, x->p.daddr, 1);
 }
 
-/* A new flow without Service NAT through a workload's interface: the workload's policy judges
- * it, and conntrack remembers the verdict so replies and later packets pass. */
+/* A new flow without Service NAT through a workload's interface, or to or from this host through
+ * a host endpoint: the endpoint's policy judges it, and conntrack remembers the verdict so
+ * replies and later packets pass. */
 SL_SUBPROG int sl_new_wep_flow(struct __sk_buff *skb, struct sl_ctx *x)
 {
 	struct sl_flow f;
@@ -224,12 +225,24 @@ SL_SUBPROG int sl_new_wep_flow(struct __sk_buff *skb, struct sl_ctx *x)
 		return sl_drop(x->c, SL_CNT_DROP_POLICY);
 	struct sl_ct_new ct = {
 		.type = SL_CT_NORMAL,
+		.flags = (x->role == SL_FROM_HEP || x->role == SL_TO_HEP) ? SL_CT_F_HOST : 0,
 		.tcp_seen = x->p.tcp_seen,
 		.pol = sl_local_sends(x->role) ? SL_CT_POL_OPENER : SL_CT_POL_RESPONDER,
 	};
 	sl_ct_create(&x->t, &ct);
 	sl_count(x->c, SL_CNT_ACCEPTED);
 	return TC_ACT_OK;
+}
+
+/* Whether host endpoint policy applies to a packet on a host interface: only traffic to (from
+ * the underlay) or from (to the underlay) this host's own addresses, and never Sluice's own
+ * tunnel, which the datapath itself sends. */
+SL_INLINE int sl_host_local(struct sl_pkt *p, int role)
+{
+	if (p->proto == IPPROTO_UDP && (p->dport == bpf_htons(sl_vxlan_port) || p->sport == bpf_htons(sl_vxlan_port)))
+		return 0;
+	__u32 local = role == SL_FROM_HEP ? p->daddr : p->saddr;
+	return (sl_route_flags(local) & SL_RT_LOCAL_HOST) != 0;
 }
 
 /* Frontend lookup: the exact address first, then the NodePort wildcard when the destination is
@@ -268,7 +281,7 @@ SL_SUBPROG int sl_icmp_error(struct __sk_buff *skb, struct sl_ctx *x)
 SL_SUBPROG int sl_established(struct __sk_buff *skb, struct sl_ctx *x, struct sl_ct *ct, int src_is_b)
 {
 	int forward = src_is_b == ct->opener_is_b;
-	if (x->role == SL_FROM_WEP || x->role == SL_TO_WEP) {
+	if (x->role == SL_FROM_WEP || x->role == SL_TO_WEP || (ct->flags & SL_CT_F_HOST)) {
 		__u8 bit = sl_local_sends(x->role) == forward ? SL_CT_POL_OPENER : SL_CT_POL_RESPONDER;
 		if (!(ct->pol & bit)) {
 			/* First packet here, or the endpoint's policy changed since: judge the flow. */
@@ -406,6 +419,14 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 		if (fe) {
 			x.fe = *fe;
 			return sl_new_nat_flow(skb, &x);
+		}
+	}
+	if ((role == SL_FROM_HEP && !x.from_tunnel) || role == SL_TO_HEP) {
+		struct sl_ep *ep = sl_ep_lookup(skb->ifindex);
+		if (ep && (ep->flags & SL_EP_HOST) && sl_host_local(&x.p, role)) {
+			/* Keeps clang from turning the choice into arithmetic on the pointer. */
+			asm volatile("" : "+r"(ep));
+			x.ep = ep;
 		}
 	}
 	if (x.ep)

@@ -19,6 +19,7 @@ enum sl_ct_flags {
 	SL_CT_F_DSR = 1 << 3,          /* backend node: replies go straight to the client */
 	SL_CT_F_EXTERNAL = 1 << 4,     /* entered the cluster from outside */
 	SL_CT_F_HAIRPIN = 1 << 5,      /* a pod reaching itself through its Service: source NATed too */
+	SL_CT_F_HOST = 1 << 6,         /* to or from this host, through a host endpoint with policy */
 };
 
 /* A flow's first packet is judged by the policy of each endpoint on the node it meets: the

@@ -61,6 +61,11 @@ interface NodeInfo {
   podCidrs: string[];
 }
 
+interface HostEndpointObject {
+  metadata?: { name?: string; labels?: Record<string, string> };
+  spec?: { node?: string; interfaceName?: string; expectedIPs?: string[] };
+}
+
 /** Policy Log events written to the agent's log per second at most; the rest are counted. */
 const LOG_EVENTS_PER_SECOND = 50;
 const PROTOCOL_NAMES: Record<number, string> = { 1: 'ICMP', 6: 'TCP', 17: 'UDP' };
@@ -79,6 +84,7 @@ export class Agent {
   private writer: NatWriter | undefined;
   private readonly policy = new PolicyEngine();
   private policyWriter: PolicyWriter | undefined;
+  private readonly hostEndpoints = new Map<string, HostEndpointObject>();
   private logReader: RingBufReader | undefined;
   private logBudget = { tokens: LOG_EVENTS_PER_SECOND, at: 0, suppressed: 0 };
   /** Pod IP -> namespace/name, to find the pod behind a workload interface. */
@@ -205,6 +211,10 @@ export class Agent {
       case 'NetworkSet':
       case 'GlobalNetworkSet':
         this.onPolicyInput(ev.kind, ev.type, o);
+        break;
+      case 'HostEndpoint':
+        if (ev.type === 'DELETED') this.hostEndpoints.delete(o.metadata?.name ?? '');
+        else this.hostEndpoints.set(o.metadata?.name ?? '', o as HostEndpointObject);
         break;
       default:
         return;
@@ -341,6 +351,25 @@ export class Agent {
     for (const r of this.network!.workloadRoutes) {
       const key = this.podsByIp.get(r.addr);
       desired.set(r.ifindex, { addr: r.addr, rpf, ...(key ? this.policy.tablesFor(key) : {}) });
+    }
+    // Host endpoints of this node: by interface name, or "*" for every host data interface.
+    const failsafe = {
+      ingress: this.cfg.failsafeInboundHostPorts.map((f) => ({
+        protocol: f.protocol === 'TCP' ? 6 : 17,
+        port: f.port,
+      })),
+      egress: this.cfg.failsafeOutboundHostPorts.map((f) => ({
+        protocol: f.protocol === 'TCP' ? 6 : 17,
+        port: f.port,
+      })),
+    };
+    for (const [ifname, a] of this.attached) {
+      if (a.role !== 'host') continue;
+      const heps = [...this.hostEndpoints.values()].filter((h) => h.spec?.node === this.opts.nodeName);
+      const hep = heps.find((h) => h.spec?.interfaceName === ifname) ?? heps.find((h) => h.spec?.interfaceName === '*');
+      if (!hep) continue;
+      const tables = this.policy.hostTables(hep.metadata?.labels ?? {}, failsafe);
+      desired.set(a.ifindex, { addr: '0.0.0.0', rpf: false, host: true, ...tables });
     }
     const res = this.policyWriter.sync(desired);
     this.reportPolicyErrors();

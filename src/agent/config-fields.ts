@@ -63,6 +63,9 @@ export interface Config {
   bpfConntrackTimeouts: ConntrackTimeouts;
   bpfKubeProxyHealthzPort: number;
   bpfEnforceRPF: EnforceRpf;
+  /** Traffic to and from host endpoints that policy can never block (Calico's failsafes). */
+  failsafeInboundHostPorts: ProtoPort[];
+  failsafeOutboundHostPorts: ProtoPort[];
   /** null: decided by the IP pools (Calico's "unset"). */
   vxlanEnabled: boolean | null;
   /** 0: automatic (host MTU minus the 50-byte VXLAN overhead; 1450 when the host MTU is unknown). */
@@ -77,6 +80,68 @@ export interface Config {
 }
 
 export type FieldName = keyof Config;
+
+export interface ProtoPort {
+  protocol: 'TCP' | 'UDP';
+  port: number;
+}
+
+/** Calico's defaults: SSH, DHCP, BGP, etcd, Typha, the API server, and DNS out. */
+export const DEFAULT_FAILSAFE_INBOUND: ProtoPort[] = [
+  { protocol: 'TCP', port: 22 },
+  { protocol: 'UDP', port: 68 },
+  { protocol: 'TCP', port: 179 },
+  { protocol: 'TCP', port: 2379 },
+  { protocol: 'TCP', port: 2380 },
+  { protocol: 'TCP', port: 5473 },
+  { protocol: 'TCP', port: 6443 },
+  { protocol: 'TCP', port: 6666 },
+  { protocol: 'TCP', port: 6667 },
+];
+export const DEFAULT_FAILSAFE_OUTBOUND: ProtoPort[] = [
+  { protocol: 'UDP', port: 53 },
+  { protocol: 'UDP', port: 67 },
+  { protocol: 'TCP', port: 179 },
+  { protocol: 'TCP', port: 2379 },
+  { protocol: 'TCP', port: 2380 },
+  { protocol: 'TCP', port: 5473 },
+  { protocol: 'TCP', port: 6443 },
+  { protocol: 'TCP', port: 6666 },
+  { protocol: 'TCP', port: 6667 },
+];
+
+function protoPort(v: unknown): ProtoPort {
+  const o =
+    typeof v === 'string'
+      ? Object.fromEntries([
+          ['protocol', v.split(':')[0]],
+          ['port', v.split(':')[1]],
+        ])
+      : v;
+  if (o === null || typeof o !== 'object') throw new InvalidValue(`expected {protocol, port}, got ${typeof v}`);
+  const { protocol, port } = o as { protocol?: unknown; port?: unknown };
+  const proto = String(protocol ?? 'TCP').toUpperCase();
+  if (proto !== 'TCP' && proto !== 'UDP') throw new InvalidValue(`protocol ${String(protocol)} is not TCP or UDP`);
+  const n = Number(port);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidValue(`port ${String(port)} is not in 1-65535`);
+  return { protocol: proto, port: n };
+}
+
+const protoPorts = (name: FieldName, def: ProtoPort[]): FieldDef<ProtoPort[]> => ({
+  name,
+  default: def,
+  fromSpec(value) {
+    if (!Array.isArray(value)) throw new InvalidValue('expected a list of {protocol, port}');
+    return value.map(protoPort);
+  },
+  // FELIX_FAILSAFEINBOUNDHOSTPORTS=tcp:22,udp:68 ("none" for an empty list), as Felix reads it.
+  fromEnv: (s) =>
+    s.trim().toLowerCase() === 'none' || s.trim() === '' ? [] : s.split(',').map((x) => protoPort(x.trim())),
+  equal: (a, b) => a.length === b.length && a.every((x, i) => x.protocol === b[i]!.protocol && x.port === b[i]!.port),
+  format: (v) => (v.length ? v.map((x) => `${x.protocol.toLowerCase()}:${x.port}`).join(',') : 'none'),
+  apply: 'live',
+  how: 'host endpoint tables are rebuilt with the new failsafe rules',
+});
 
 /** A value a source gave that cannot be used; `path` extends the field path (a sub-key). */
 export class InvalidValue extends Error {
@@ -630,6 +695,8 @@ export const FIELDS: FieldDefs = {
     'reload',
     'programs reloaded with the new RPF mode and swapped in atomically',
   ),
+  failsafeInboundHostPorts: protoPorts('failsafeInboundHostPorts', DEFAULT_FAILSAFE_INBOUND),
+  failsafeOutboundHostPorts: protoPorts('failsafeOutboundHostPorts', DEFAULT_FAILSAFE_OUTBOUND),
   vxlanEnabled: optionalBool('vxlanEnabled', 'live', 'the pod overlay device is created or removed'),
   vxlanMTU: int(
     'vxlanMTU',

@@ -15,6 +15,7 @@ export const CtFlags = {
   DSR: 1 << 3,
   EXTERNAL: 1 << 4,
   HAIRPIN: 1 << 5,
+  HOST: 1 << 6,
 } as const;
 
 export const TcpSeen = { SYN: 1, ACK: 2, FIN: 4, RST: 8 } as const;

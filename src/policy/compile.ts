@@ -212,9 +212,10 @@ export function compileTable(
   tiers: ReadonlyMap<string, Tier>,
   dir: Direction,
   ep: EndpointInfo,
+  host?: { failsafe: { protocol: number; port: number }[] },
 ): Table | undefined {
   const applicable = policies.filter((p) => p.types[dir]);
-  if (applicable.length === 0) return undefined;
+  if (applicable.length === 0 && !host) return undefined;
   const c = new SetCollector();
   const byTier = new Map<string, Policy[]>();
   for (const p of applicable) byTier.set(p.tier, [...(byTier.get(p.tier) ?? []), p]);
@@ -222,6 +223,13 @@ export function compileTable(
     .map((name) => tiers.get(name) ?? { name, order: Infinity, defaultAction: 'Deny' as const })
     .sort(byOrder);
   const rules: TableRule[] = [];
+  // Host endpoints: failsafe ports first (no policy can lock the operator out).
+  for (const f of host?.failsafe ?? [])
+    rules.push({
+      ...matchAll('allow', `failsafe ${dir === 'ingress' ? 'inbound' : 'outbound'} ${f.protocol}/${f.port}`),
+      protocol: f.protocol,
+      dport: [{ lo: f.port, hi: f.port }],
+    });
   for (const tier of tierList) {
     const first = rules.length;
     for (const p of byTier.get(tier.name)!.sort(byOrder))
@@ -230,7 +238,8 @@ export function compileTable(
     const next = rules.length;
     for (let i = first; i < next; i++) if (rules[i]!.action === 'pass') rules[i]!.jump = next;
   }
-  rules.push(matchAll('allow', 'profile: allow'));
+  // Workloads fall through to their namespace's profile (allow); host endpoints to deny.
+  rules.push(host ? matchAll('deny', 'host endpoint: no policy allowed it') : matchAll('allow', 'profile: allow'));
   if (rules.length > MAX_TABLE_RULES)
     throw new PolicyError(
       `${dir} table`,

@@ -253,6 +253,30 @@ export class PolicyEngine {
     this.tierRevision++;
   }
 
+  /**
+   * The tables of a host endpoint (labels of a HostEndpoint object): global policies that select
+   * it, after the failsafe ports; what no policy allows is denied.
+   */
+  hostTables(
+    labels: Record<string, string>,
+    failsafe: Record<Direction, { protocol: number; port: number }[]>,
+  ): EndpointTables {
+    const applying: Policy[] = [];
+    for (const st of this.policies.values())
+      if (st.policy?.hostEndpoints && st.match!(labels)) applying.push(st.policy);
+    const out: EndpointTables = {};
+    for (const dir of ['ingress', 'egress'] as const) {
+      try {
+        out[dir] = compileTable(applying, this.tiers, dir, { ports: [] }, { failsafe: failsafe[dir] });
+      } catch (err) {
+        if (!(err instanceof PolicyError)) throw err;
+        this.errors.push(err);
+        out[dir] = compileTable([], this.tiers, dir, { ports: [] }, { failsafe: failsafe[dir] });
+      }
+    }
+    return out;
+  }
+
   /** The tables of one pod (ingress/egress), or undefined ones where no policy applies. */
   tablesFor(podKey: string): EndpointTables {
     const p = this.pods.get(podKey);

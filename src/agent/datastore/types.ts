@@ -54,6 +54,7 @@ export const AGENT_KINDS: readonly Kind[] = [
   'GlobalNetworkPolicy',
   'NetworkSet',
   'GlobalNetworkSet',
+  'HostEndpoint',
 ];
 
 /** The subset of a pino logger the datastores use (a pino Logger satisfies it). */
