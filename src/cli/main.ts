@@ -8,6 +8,7 @@ import { BpfError } from '../bpf/errors.js';
 import { DEFAULT_BPFFS_ROOT, packageRoot } from '../paths.js';
 import { countersCommand, featuresCommand } from './bpf-commands.js';
 import { conntrackDump, natDump, routesDump } from './datapath-dump.js';
+import { policyDump } from './policy-dump.js';
 import { agentCommand, type AgentCommandOptions } from './agent.js';
 import { checkCommand } from './check.js';
 import { demoDown, runDemo } from './demo.js';
@@ -81,6 +82,16 @@ export function buildProgram(): Command {
       .addOption(outputOption())
       .action((opts: { pinRoot: string; output: OutputFormat }) => fn(opts));
   }
+
+  bpf
+    .command('policy')
+    .description('policy maps')
+    .command('dump')
+    .argument('<iface>', 'an interface name in this network namespace, or an ifindex')
+    .description('print what policy the datapath enforces on an interface: its rule tables and IP sets')
+    .option('--pin-root <dir>', 'bpffs directory the datapath pins its maps in', DEFAULT_BPFFS_ROOT)
+    .addOption(outputOption())
+    .action((iface: string, opts: { pinRoot: string; output: OutputFormat }) => policyDump(iface, opts));
 
   registerLabCommands(program);
   registerEchoCommand(program);

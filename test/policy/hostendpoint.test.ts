@@ -5,7 +5,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { labDown, labUp, agentStatusPath } from '../../src/lab/lab.js';
+import { labDown, labUp, agentStatusPath, labPinRoot } from '../../src/lab/lab.js';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { packageRoot } from '../../src/paths.js';
 import { Topology } from '../../src/lab/topology.js';
 import { FileStore } from '../../src/lab/store.js';
 import { storeDir } from '../../src/lab/controller.js';
@@ -104,6 +107,27 @@ test('a HostEndpoint with policy: allowed port open, others closed, failsafe SSH
   assert.equal(await reach(8080), true, 'the policy allows 8080');
   assert.equal(await reach(8081, 600), false, 'no policy allows 8081: denied');
   assert.equal(await reach(22), true, 'failsafe inbound TCP 22');
+  // What is enforced, read back from the pinned maps in node1's namespace.
+  const dump = execFileSync(
+    'nsenter',
+    [
+      `--net=/run/netns/${node1().ns}`,
+      process.execPath,
+      path.join(packageRoot, 'bin', 'sluice.js'),
+      'bpf',
+      'policy',
+      'dump',
+      'eth0',
+      '--pin-root',
+      path.join(labPinRoot(LAB), 'node1'),
+    ],
+    { encoding: 'utf8' },
+  );
+  t.diagnostic(dump);
+  assert.match(dump, /eth0 \(ifindex \d+\): host endpoint \[host, in-policy, eg-policy\]/);
+  assert.match(dump, /allow\s+proto tcp, dport 22\b/);
+  assert.match(dump, /allow\s+proto tcp, src in set \d+, dport 8080\b/);
+  assert.match(dump, /deny\s+any/);
   // Pods and Services on other nodes are not behind node1's host endpoint.
   assert.equal((await tcpAsk(topo.nsOf('ext'), topo.nodes[1]!.ip, 8081, { timeoutMs: 600 })).error, 'ECONNREFUSED');
 
