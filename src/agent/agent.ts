@@ -117,7 +117,12 @@ export class Agent {
     this.log = opts.logger;
     this.config = new ConfigStore(opts.nodeName, opts.env ?? process.env);
     this.tracker = new ServiceChangeTracker({ nodeName: opts.nodeName, nodeIPs: opts.nodeIp ? [opts.nodeIp] : [] });
-    this.health = new HealthServers(this.state, this.metrics);
+    this.health = new HealthServers(this.state, this.metrics, '0.0.0.0', (port, err) =>
+      this.log.warn(
+        { port, err: err.message },
+        "kube-proxy's health port is taken (is kube-proxy still running?): /healthz will be served once it is free",
+      ),
+    );
   }
 
   get cfg(): Config {

@@ -43,10 +43,15 @@ export class HealthServers {
   private servers: http.Server[] = [];
   private readonly hcServers = new Map<number, { server: http.Server; svc: HealthCheckService }>();
 
+  private retry: NodeJS.Timeout | undefined;
+
   constructor(
     private readonly state: HealthState,
     private readonly metrics: AgentMetrics,
     private readonly host = '0.0.0.0',
+    /** Told when kube-proxy's health port is taken (kube-proxy itself still runs). */
+    private readonly onBusy: (port: number, err: Error) => void = () => undefined,
+    private readonly retryMs = 10_000,
   ) {}
 
   async start(opts: { healthPort?: number; healthzPort?: number; metricsPort?: number }): Promise<void> {
@@ -60,18 +65,40 @@ export class HealthServers {
       );
     }
     if (opts.healthzPort !== undefined) {
-      this.servers.push(
-        await listen(opts.healthzPort, this.host, (req, res) => {
-          // kube-proxy answers 200 while its rules are fresh, 503 when an update is overdue.
-          const body = {
-            lastUpdated: new Date(this.state.lastSyncMs).toISOString(),
-            currentTime: new Date().toISOString(),
-          };
-          if (req.url === '/healthz' || req.url === '/livez')
-            send(res, this.state.ready && !this.state.stale() ? 200 : 503, body);
-          else send(res, 404, { error: 'not found' });
-        }),
-      );
+      const port = opts.healthzPort;
+      const handler: Handler = (req, res) => {
+        // kube-proxy answers 200 while its rules are fresh, 503 when an update is overdue.
+        const body = {
+          lastUpdated: new Date(this.state.lastSyncMs).toISOString(),
+          currentTime: new Date().toISOString(),
+        };
+        if (req.url === '/healthz' || req.url === '/livez')
+          send(res, this.state.ready && !this.state.stale() ? 200 : 503, body);
+        else send(res, 404, { error: 'not found' });
+      };
+      // While kube-proxy still runs on the node it holds this port: the agent must not fail (or
+      // fight it), so it serves /healthz once the port is free.
+      const attempt = async (): Promise<boolean> => {
+        try {
+          this.servers.push(await listen(port, this.host, handler));
+          return true;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+          return false;
+        }
+      };
+      if (!(await attempt())) {
+        this.onBusy(port, new Error(`port ${port} is in use (kube-proxy's health server?)`));
+        this.retry = setInterval(() => {
+          void attempt().then(
+            (ok) => {
+              if (ok) clearInterval(this.retry);
+            },
+            () => clearInterval(this.retry),
+          );
+        }, this.retryMs);
+        this.retry.unref();
+      }
     }
     if (opts.metricsPort !== undefined) {
       this.servers.push(
@@ -118,6 +145,7 @@ export class HealthServers {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.retry);
     for (const s of this.servers) await close(s);
     for (const e of this.hcServers.values()) await close(e.server);
     this.servers = [];

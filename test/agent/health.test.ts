@@ -69,3 +69,35 @@ test('health-check node ports answer 200 with local endpoints, 503 without', asy
     await hs.stop();
   }
 });
+
+test("kube-proxy's health port taken: the agent starts anyway and serves /healthz once it is free", async () => {
+  const net = await import('node:net');
+  const holder = net.createServer();
+  const port = await new Promise<number>((resolve) =>
+    holder.listen(0, '127.0.0.1', () => resolve((holder.address() as { port: number }).port)),
+  );
+  const busy: number[] = [];
+  const hs = new HealthServers(
+    { ready: true, lastSyncMs: Date.now(), stale: () => false },
+    new AgentMetrics(),
+    '127.0.0.1',
+    (p) => busy.push(p),
+    50,
+  );
+  try {
+    await hs.start({ healthzPort: port });
+    assert.deepEqual(busy, [port], 'told that the port is busy');
+    await new Promise<void>((r) => holder.close(() => r()));
+    let status = 0;
+    for (let i = 0; i < 100 && status !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      status = await get(port, '/healthz').then(
+        (x) => x.status,
+        () => 0,
+      );
+    }
+    assert.equal(status, 200, 'serves /healthz after kube-proxy let go of the port');
+  } finally {
+    await hs.stop();
+  }
+});
