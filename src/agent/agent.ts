@@ -36,6 +36,9 @@ import { PolicyEngine, podInfo } from '../policy/engine.js';
 import { PolicyWriter, type DesiredEndpoint } from '../policy/writer.js';
 import { EP_MAP, IPSETS_MAP, LOG_MAP, RULES_MAP, epMap, ipsetsMap, logEvent, rulesMap } from '../datapath/policy.js';
 import { RingBufReader } from '../bpf/ringbuf.js';
+import { IpSets } from '../policy/ipsets.js';
+import { NftPolicyBackend, type NftEndpoint } from '../policy/nftables.js';
+import { IPSET_PREFIX_FIXED } from '../datapath/policy.js';
 
 export interface AgentOptions {
   nodeName: string;
@@ -59,6 +62,16 @@ export interface AgentOptions {
 interface NodeInfo {
   ip?: string;
   podCidrs: string[];
+}
+
+/** Applies one change to every IP set holder there is (the BPF writer's, the nftables one). */
+function setsOf(holders: (IpSets | undefined)[]) {
+  const hs = holders.filter((h): h is IpSets => h !== undefined);
+  return {
+    upsertEndpoint: (k: string, ep: Parameters<IpSets['upsertEndpoint']>[1]) =>
+      hs.forEach((h) => h.upsertEndpoint(k, ep)),
+    removeEndpoint: (k: string) => hs.forEach((h) => h.removeEndpoint(k)),
+  };
 }
 
 interface HostEndpointObject {
@@ -85,6 +98,9 @@ export class Agent {
   private readonly policy = new PolicyEngine();
   private policyWriter: PolicyWriter | undefined;
   private readonly hostEndpoints = new Map<string, HostEndpointObject>();
+  /** The standard dataplane's policy (nftables) and its IP sets, while eBPF mode is off. */
+  private readonly nft = new NftPolicyBackend();
+  private nftSets: IpSets | undefined;
   private logReader: RingBufReader | undefined;
   private logBudget = { tokens: LOG_EVENTS_PER_SECOND, at: 0, suppressed: 0 };
   /** Pod IP -> namespace/name, to find the pod behind a workload interface. */
@@ -178,8 +194,10 @@ export class Agent {
     this.watch?.stop();
     await this.syncing;
     await this.health.stop();
-    if (opts.detach) this.datapath?.close({ unpin: true });
-    else {
+    if (opts.detach) {
+      this.datapath?.close({ unpin: true });
+      await this.nft.remove().catch((err: unknown) => this.log.warn({ err }, 'removing the nftables policy failed'));
+    } else {
       this.datapath?.tc.close();
       this.datapath?.ctlb.close();
     }
@@ -232,7 +250,7 @@ export class Agent {
     const meta = (o as { metadata?: { name?: string; namespace?: string; labels?: Record<string, string> } }).metadata;
     const name = meta?.name ?? '';
     const ns = meta?.namespace ?? 'default';
-    const sets = this.policyWriter?.sets;
+    const sets = setsOf([this.policyWriter?.sets, this.nftSets]);
     if (kind === 'Namespace') {
       if (type === 'DELETED') return this.policy.deleteNamespace(name);
       for (const key of this.policy.setNamespace(name, meta?.labels)) {
@@ -321,6 +339,79 @@ export class Agent {
       this.log.warn({ suppressed: b.suppressed }, 'policy log events over the rate limit were not written');
       b.suppressed = 0;
     }
+  }
+
+  /**
+   * The standard dataplane (eBPF off, or a kernel that cannot run it): the same tables enforced
+   * with nftables on the workload and host interfaces; Services stay with kube-proxy.
+   */
+  private async syncStandardPolicy(): Promise<void> {
+    try {
+      if (!this.nftSets) {
+        this.nftSets = new IpSets();
+        for (const [key, ep] of this.policy.endpoints()) this.nftSets.upsertEndpoint(key, ep);
+      }
+      const sets = this.nftSets;
+      const net = await readNodeNetwork(this.workloadPrefixes);
+      this.network = net;
+      const rpf = this.cfg.bpfEnforceRPF !== 'Disabled';
+      const eps: NftEndpoint[] = [];
+      for (const r of net.workloadRoutes) {
+        const key = this.podsByIp.get(r.addr);
+        eps.push({ ifname: r.ifname, addr: r.addr, rpf, ...(key ? this.policy.tablesFor(key) : {}) });
+      }
+      const failsafe = this.failsafePorts();
+      const pattern = this.cfg.bpfDataIfacePattern;
+      for (const i of net.interfaces) {
+        if (!pattern.test(i.name)) continue;
+        const hep = this.hostEndpointFor(i.name);
+        if (hep)
+          eps.push({
+            ifname: i.name,
+            host: true,
+            rpf: false,
+            ...this.policy.hostTables(hep.metadata?.labels ?? {}, failsafe),
+          });
+      }
+      const used = new Set<string>();
+      for (const e of eps)
+        for (const t of [e.ingress, e.egress])
+          for (const [k, d] of t?.sets ?? []) {
+            sets.ensure(k, d);
+            used.add(k);
+          }
+      for (const k of [...sets.keys()]) if (!used.has(k)) sets.drop(k);
+      sets.drain(); // the whole table is rendered: queued map changes do not apply here
+      const changed = await this.nft.apply(eps, (k) =>
+        sets.members(k).map((m) => ({
+          cidr: `${m.addr}/${m.prefixlen - IPSET_PREFIX_FIXED}`,
+          ...(m.portKey ? { proto: m.portKey >>> 16, port: m.portKey & 0xffff } : {}),
+        })),
+      );
+      this.reportPolicyErrors();
+      if (changed) this.log.debug({ endpoints: eps.length }, 'nftables policy updated');
+    } catch (err) {
+      this.log.error({ err }, 'programming the nftables policy failed; retrying');
+      setTimeout(() => this.scheduleSync(), 1000).unref();
+    }
+  }
+
+  private failsafePorts() {
+    return {
+      ingress: this.cfg.failsafeInboundHostPorts.map((f) => ({
+        protocol: f.protocol === 'TCP' ? 6 : 17,
+        port: f.port,
+      })),
+      egress: this.cfg.failsafeOutboundHostPorts.map((f) => ({
+        protocol: f.protocol === 'TCP' ? 6 : 17,
+        port: f.port,
+      })),
+    };
+  }
+
+  private hostEndpointFor(ifname: string): HostEndpointObject | undefined {
+    const heps = [...this.hostEndpoints.values()].filter((h) => h.spec?.node === this.opts.nodeName);
+    return heps.find((h) => h.spec?.interfaceName === ifname) ?? heps.find((h) => h.spec?.interfaceName === '*');
   }
 
   private reportPolicyErrors(): void {
@@ -547,6 +638,8 @@ export class Agent {
     if (!this.cfg.bpfEnabled) {
       if (!this.firstSyncDone)
         this.log.info('bpfEnabled is false: the eBPF dataplane is off (set it in the default FelixConfiguration)');
+      await this.syncStandardPolicy();
+      this.syncedRevision = revision;
       this.firstSyncDone = true;
       this.state.ready = true;
       this.writeStatus();
@@ -565,6 +658,8 @@ export class Agent {
             'this kernel cannot run the eBPF dataplane; keeping the standard dataplane (see `sluice check`)',
           );
         }
+        await this.syncStandardPolicy();
+        this.syncedRevision = revision;
         this.firstSyncDone = true;
         this.state.ready = true;
         this.writeStatus();
@@ -572,6 +667,9 @@ export class Agent {
       }
       this.datapath = this.loadDatapath();
       if (!this.datapath) return;
+      // eBPF mode takes over policy from the standard dataplane.
+      this.nftSets = undefined;
+      await this.nft.remove().catch((err: unknown) => this.log.warn({ err }, 'removing the nftables policy failed'));
       this.writer = new NatWriter(this.datapath.nat);
       this.fullSync = true;
       for (const [k, v] of this.datapath.routes.entries()) this.routesInMap.set(routeId(k), [k, v]);
@@ -681,7 +779,7 @@ export class Agent {
   private monitor: ChildProcess | undefined;
 
   private async pollInterfaces(): Promise<void> {
-    if (this.stopped || !this.datapath) return;
+    if (this.stopped || (!this.datapath && this.cfg.bpfEnabled)) return;
     try {
       const net = await readNodeNetwork(this.workloadPrefixes);
       const before = JSON.stringify(this.network);
