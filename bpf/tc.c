@@ -234,13 +234,37 @@ SL_SUBPROG int sl_new_wep_flow(struct __sk_buff *skb, struct sl_ctx *x)
 	return TC_ACT_OK;
 }
 
+/* A new flow forwarded through a host interface (neither end is this host) whose host endpoint
+ * has applyOnForward policy: that policy judges it in the direction it crosses. */
+SL_SUBPROG int sl_new_fwd_flow(struct __sk_buff *skb, struct sl_ctx *x, struct sl_ep *hep)
+{
+	struct sl_flow f;
+	int in = x->role == SL_FROM_HEP;
+	sl_flow_of(x, 1, x->p.daddr, x->p.dport, &f);
+	__u32 start = in ? hep->fwd_in_start : hep->fwd_eg_start;
+	__u32 len = in ? hep->fwd_in_len : hep->fwd_eg_len;
+	if (!sl_policy_eval(skb->ifindex, start, len, &f, in))
+		return sl_drop(x->c, SL_CNT_DROP_POLICY);
+	struct sl_ct_new ct = {
+		.type = SL_CT_NORMAL,
+		.tcp_seen = x->p.tcp_seen,
+		.pol = in ? SL_CT_POL_FWD_IN : SL_CT_POL_FWD_OUT,
+	};
+	sl_ct_create(&x->t, &ct);
+	sl_count(x->c, SL_CNT_ACCEPTED);
+	return TC_ACT_OK;
+}
+
 /* Whether host endpoint policy applies to a packet on a host interface: only traffic to (from
  * the underlay) or from (to the underlay) this host's own addresses, and never Sluice's own
  * tunnel, which the datapath itself sends. */
+SL_INLINE int sl_is_tunnel_port(struct sl_pkt *p)
+{
+	return p->proto == IPPROTO_UDP && (p->dport == bpf_htons(sl_vxlan_port) || p->sport == bpf_htons(sl_vxlan_port));
+}
+
 SL_INLINE int sl_host_local(struct sl_pkt *p, int role)
 {
-	if (p->proto == IPPROTO_UDP && (p->dport == bpf_htons(sl_vxlan_port) || p->sport == bpf_htons(sl_vxlan_port)))
-		return 0;
 	__u32 local = role == SL_FROM_HEP ? p->daddr : p->saddr;
 	return (sl_route_flags(local) & SL_RT_LOCAL_HOST) != 0;
 }
@@ -296,6 +320,29 @@ SL_SUBPROG int sl_established(struct __sk_buff *skb, struct sl_ctx *x, struct sl
 			x->ep = sl_ep_lookup(skb->ifindex);
 			if (!sl_policy_allows(skb->ifindex, x->ep, &f, bit == SL_CT_POL_RESPONDER))
 				return sl_drop(x->c, SL_CNT_DROP_POLICY);
+			ct->pol |= bit;
+		}
+	} else if (sl_fwd_policy && forward && (x->role == SL_FROM_HEP || x->role == SL_TO_HEP) && !x->from_tunnel &&
+		   !sl_is_tunnel_port(&x->p)) {
+		/* Forwarded through a host endpoint that has applyOnForward policy: judged once per
+		 * direction it crosses (replies pass). */
+		int in = x->role == SL_FROM_HEP;
+		__u8 bit = in ? SL_CT_POL_FWD_IN : SL_CT_POL_FWD_OUT;
+		if (!(ct->pol & bit)) {
+			struct sl_ep *hep = sl_ep_lookup(skb->ifindex);
+			if (hep && (hep->flags & (in ? SL_EP_FWD_IN_POLICY : SL_EP_FWD_EG_POLICY))) {
+				struct sl_flow f;
+				__u32 daddr = x->p.daddr;
+				__u16 dport = x->p.dport;
+				if (ct->type == SL_CT_NAT_FWD) {
+					daddr = ct->nat_addr;
+					dport = ct->nat_port;
+				}
+				sl_flow_of(x, 1, daddr, dport, &f);
+				if (!sl_policy_eval(skb->ifindex, in ? hep->fwd_in_start : hep->fwd_eg_start,
+						    in ? hep->fwd_in_len : hep->fwd_eg_len, &f, in))
+					return sl_drop(x->c, SL_CNT_DROP_POLICY);
+			}
 			ct->pol |= bit;
 		}
 	}
@@ -414,6 +461,21 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 		if (role == SL_FROM_WEP && x.ep && (x.ep->flags & SL_EP_RPF) && x.ep->addr != x.p.saddr)
 			return sl_drop(x.c, SL_CNT_DROP_RPF);
 	}
+	/* Host endpoint policy: preDNAT on what arrives, before Service NAT; the rest below. */
+	struct sl_ep *hep = NULL;
+	if (((role == SL_FROM_HEP && !x.from_tunnel) || role == SL_TO_HEP) && !sl_is_tunnel_port(&x.p)) {
+		struct sl_ep *ep = sl_ep_lookup(skb->ifindex);
+		if (ep && (ep->flags & SL_EP_HOST)) {
+			asm volatile("" : "+r"(ep));
+			hep = ep;
+		}
+	}
+	if (role == SL_FROM_HEP && hep && (hep->flags & SL_EP_PRE_POLICY)) {
+		struct sl_flow f;
+		sl_flow_of(&x, 1, x.p.daddr, x.p.dport, &f);
+		if (!sl_policy_eval(skb->ifindex, hep->pre_start, hep->pre_len, &f, 1))
+			return sl_drop(x.c, SL_CNT_DROP_POLICY);
+	}
 	if (role == SL_FROM_WEP || role == SL_FROM_HEP) {
 		struct sl_nat_fe *fe = sl_frontend(&x);
 		if (fe) {
@@ -421,12 +483,13 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 			return sl_new_nat_flow(skb, &x);
 		}
 	}
-	if ((role == SL_FROM_HEP && !x.from_tunnel) || role == SL_TO_HEP) {
-		struct sl_ep *ep = sl_ep_lookup(skb->ifindex);
-		if (ep && (ep->flags & SL_EP_HOST) && sl_host_local(&x.p, role)) {
+	if (hep) {
+		if (sl_host_local(&x.p, role)) {
 			/* Keeps clang from turning the choice into arithmetic on the pointer. */
-			asm volatile("" : "+r"(ep));
-			x.ep = ep;
+			asm volatile("" : "+r"(hep));
+			x.ep = hep;
+		} else if (hep->flags & (role == SL_FROM_HEP ? SL_EP_FWD_IN_POLICY : SL_EP_FWD_EG_POLICY)) {
+			return sl_new_fwd_flow(skb, &x, hep);
 		}
 	}
 	if (x.ep)

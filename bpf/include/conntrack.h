@@ -28,6 +28,9 @@ enum sl_ct_flags {
 enum sl_ct_pol {
 	SL_CT_POL_OPENER = 1 << 0,
 	SL_CT_POL_RESPONDER = 1 << 1,
+	/* Forwarded through a host endpoint with applyOnForward policy: in (from the underlay), out. */
+	SL_CT_POL_FWD_IN = 1 << 2,
+	SL_CT_POL_FWD_OUT = 1 << 3,
 };
 
 enum sl_tcp_seen {

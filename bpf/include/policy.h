@@ -1,7 +1,8 @@
 /* Network policy: rule tables that a bounded loop walks for a flow's first packet.
  *
- *   sl_ep_v1      interface (ifindex) -> the endpoint behind it: its address, and where its
- *                 ingress and egress rule tables start in sl_rules_v1 and how long they are
+ *   sl_ep_v2      interface (ifindex) -> the endpoint behind it: its address, and where its
+ *                 rule tables start in sl_rules_v1 and how long they are (ingress, egress; for
+ *                 host endpoints also forwarded traffic and preDNAT)
  *   sl_rules_v1   an array of compiled rules; userspace writes a table into free slots, then
  *                 points the endpoint at it with one update, so no packet meets half a policy
  *   sl_ipsets_v1  IP sets (selectors, nets, named ports) as one LPM trie keyed by set id
@@ -22,10 +23,13 @@
 #define SL_RULE_PORTS 4
 
 enum sl_ep_flags {
-	SL_EP_RPF = 1 << 0,         /* packets from this workload must come from its address */
-	SL_EP_HOST = 1 << 1,        /* a host endpoint (policy for traffic to/from the node) */
-	SL_EP_IN_POLICY = 1 << 2,   /* the ingress table applies */
-	SL_EP_EG_POLICY = 1 << 3,   /* the egress table applies */
+	SL_EP_RPF = 1 << 0,           /* packets from this workload must come from its address */
+	SL_EP_HOST = 1 << 1,          /* a host endpoint (policy for traffic to/from the node) */
+	SL_EP_IN_POLICY = 1 << 2,     /* the ingress table applies */
+	SL_EP_EG_POLICY = 1 << 3,     /* the egress table applies */
+	SL_EP_FWD_IN_POLICY = 1 << 4, /* host endpoint: applyOnForward policy for forwarded traffic in */
+	SL_EP_FWD_EG_POLICY = 1 << 5, /* ... and out */
+	SL_EP_PRE_POLICY = 1 << 6,    /* host endpoint: preDNAT policy, before Service NAT */
 };
 
 struct sl_ep {
@@ -35,8 +39,18 @@ struct sl_ep {
 	__u32 in_len;
 	__u32 eg_start;
 	__u32 eg_len;
+	__u32 fwd_in_start;
+	__u32 fwd_in_len;
+	__u32 fwd_eg_start;
+	__u32 fwd_eg_len;
+	__u32 pre_start;
+	__u32 pre_len;
 };
-SL_ASSERT_SIZE(struct sl_ep, 24);
+SL_ASSERT_SIZE(struct sl_ep, 48);
+
+/* Set by userspace while some host endpoint has applyOnForward policy: only then do established
+ * flows crossing host interfaces need the forwarded-traffic verdict (a global: no lookup). */
+volatile __u32 sl_fwd_policy = 0;
 
 enum sl_rule_action {
 	SL_ACT_NONE = 0, /* an unused slot: no match */
@@ -120,7 +134,7 @@ struct {
 	__type(value, struct sl_ep);
 	__uint(max_entries, 16 * 1024);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sl_ep_v1 SEC(".maps");
+} sl_ep_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -304,7 +318,7 @@ __attribute__((noinline)) int sl_policy_eval(__u32 ifindex, __u32 start, __u32 l
 
 SL_INLINE struct sl_ep *sl_ep_lookup(__u32 ifindex)
 {
-	return bpf_map_lookup_elem(&sl_ep_v1, &ifindex);
+	return bpf_map_lookup_elem(&sl_ep_v2, &ifindex);
 }
 
 /* The endpoint's verdict on a flow in one direction: tables that do not apply allow. */

@@ -101,6 +101,7 @@ export class Agent {
   /** The standard dataplane's policy (nftables) and its IP sets, while eBPF mode is off. */
   private readonly nft = new NftPolicyBackend();
   private nftSets: IpSets | undefined;
+  private fwdPolicyFlag = 0;
   private logReader: RingBufReader | undefined;
   private logBudget = { tokens: LOG_EVENTS_PER_SECOND, at: 0, suppressed: 0 };
   /** Pod IP -> namespace/name, to find the pod behind a workload interface. */
@@ -439,6 +440,7 @@ export class Agent {
       w.adopt();
       for (const [key, ep] of this.policy.endpoints()) w.sets.upsertEndpoint(key, ep);
       this.policyWriter = w;
+      this.fwdPolicyFlag = -1; // a new load: its globals start at zero
       this.logReader?.close();
       this.logReader = new RingBufReader(dp.tc.map(LOG_MAP));
     }
@@ -468,6 +470,13 @@ export class Agent {
       desired.set(a.ifindex, { addr: '0.0.0.0', rpf: false, host: true, ...tables });
     }
     const res = this.policyWriter.sync(desired);
+    // Established flows crossing host interfaces need the forwarded-traffic verdict only while
+    // some host endpoint has applyOnForward policy.
+    const fwd = [...desired.values()].some((d) => d.fwdIngress || d.fwdEgress) ? 1 : 0;
+    if (fwd !== this.fwdPolicyFlag) {
+      dp.tc.setGlobal('sl_fwd_policy', fwd);
+      this.fwdPolicyFlag = fwd;
+    }
     this.reportPolicyErrors();
     if (res.tables || res.endpoints) this.log.debug(res, 'policy maps updated');
     if (res.rejudge) {

@@ -189,6 +189,28 @@ export class Collection {
     return m;
   }
 
+  /**
+   * Writes a global of `.data` or `.bss` while the programs run (a u32; `.rodata` is frozen).
+   * The programs see it on their next read: a switch that costs an array access, no lookup.
+   */
+  setGlobal(name: string, value: number): void {
+    for (const [section, ds] of this.spec.data) {
+      const v = ds.variables.get(name);
+      if (!v || ds.readonly) continue;
+      const m = this.map(section);
+      const key = Buffer.alloc(4);
+      const cur = m.lookup(key) ?? Buffer.alloc(ds.data.length);
+      cur.writeUInt32LE(value >>> 0, v.offset);
+      m.update(key, cur);
+      return;
+    }
+    throw new BpfError('ENOENT', {
+      op: 'set global',
+      object: name,
+      message: `${this.spec.source} has no writable global "${name}"`,
+    });
+  }
+
   /** Closes programs and the maps this collection created (pinned ones stay in bpffs). */
   close(): void {
     for (const p of this.programs.values()) p.close();

@@ -20,7 +20,7 @@ export const CtFlags = {
 
 export const TcpSeen = { SYN: 1, ACK: 2, FIN: 4, RST: 8 } as const;
 /** sl_ct.pol: whose policy on this node has allowed the flow (enum sl_ct_pol). */
-export const CtPol = { OPENER: 1, RESPONDER: 2 } as const;
+export const CtPol = { OPENER: 1, RESPONDER: 2, FWD_IN: 4, FWD_OUT: 8 } as const;
 
 export const ctKey = struct('sl_ct_key', {
   addrA: ipv4,

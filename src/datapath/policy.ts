@@ -3,12 +3,20 @@ import { array, ipv4, pad, struct, u16, u32, u64n, u8 } from '../bpf/codec.js';
 import { TypedMap } from '../bpf/typed-map.js';
 import type { BpfMap } from '../bpf/map.js';
 
-export const EP_MAP = 'sl_ep_v1';
+export const EP_MAP = 'sl_ep_v2';
 export const RULES_MAP = 'sl_rules_v1';
 export const IPSETS_MAP = 'sl_ipsets_v1';
 export const LOG_MAP = 'sl_log_v1';
 
-export const EpFlags = { RPF: 1, HOST: 2, IN_POLICY: 4, EG_POLICY: 8 } as const;
+export const EpFlags = {
+  RPF: 1,
+  HOST: 2,
+  IN_POLICY: 4,
+  EG_POLICY: 8,
+  FWD_IN_POLICY: 16,
+  FWD_EG_POLICY: 32,
+  PRE_POLICY: 64,
+} as const;
 export const RuleAction = { NONE: 0, ALLOW: 1, DENY: 2, PASS: 3, LOG: 4 } as const;
 export const RuleFlags = { ICMP_TYPE: 1, ICMP_CODE: 2, NOT_ICMP_TYPE: 4, NOT_ICMP_CODE: 8 } as const;
 /** SL_RULE_PORTS: ranges per port field. */
@@ -23,6 +31,12 @@ export const epValue = struct('sl_ep', {
   inLen: u32,
   egStart: u32,
   egLen: u32,
+  fwdInStart: u32,
+  fwdInLen: u32,
+  fwdEgStart: u32,
+  fwdEgLen: u32,
+  preStart: u32,
+  preLen: u32,
 });
 
 /** Port ranges as [lo0, hi0, lo1, hi1, ...], host byte order. */

@@ -274,12 +274,15 @@ export function calicoPolicyHead(o: CalicoPolicyObject): Pick<Policy, 'selector'
 export function convertCalicoPolicy(o: CalicoPolicyObject): Policy {
   const h = head(o);
   const spec = o.spec ?? {};
-  if (spec.preDNAT || spec.doNotTrack)
-    throw new PolicyError(
-      h.key,
-      spec.preDNAT ? 'spec.preDNAT' : 'spec.doNotTrack',
-      'not supported yet (host endpoint policy is)',
-    );
+  if (spec.doNotTrack) throw new PolicyError(h.key, 'spec.doNotTrack', 'untracked policy is not supported yet');
+  if (spec.preDNAT) {
+    // Calico's rules for pre-DNAT policy: global, applied on forward too, ingress only.
+    if (h.scope !== undefined)
+      throw new PolicyError(h.key, 'spec.preDNAT', 'only a GlobalNetworkPolicy can be pre-DNAT');
+    if (!spec.applyOnForward) throw new PolicyError(h.key, 'spec.applyOnForward', 'must be true when preDNAT is');
+    if (h.types.egress || spec.egress?.length)
+      throw new PolicyError(h.key, 'spec.egress', 'pre-DNAT policy has ingress rules only');
+  }
   const order = spec.order ?? Infinity;
   if (typeof order !== 'number' || Number.isNaN(order)) throw new PolicyError(h.key, 'spec.order', 'must be a number');
   return {
@@ -292,6 +295,8 @@ export function convertCalicoPolicy(o: CalicoPolicyObject): Policy {
     ingress: h.types.ingress ? rules(spec.ingress, 'ingress', h.scope, h.key) : [],
     egress: h.types.egress ? rules(spec.egress, 'egress', h.scope, h.key) : [],
     hostEndpoints: h.scope === undefined,
+    ...(spec.applyOnForward ? { applyOnForward: true } : {}),
+    ...(spec.preDNAT ? { preDNAT: true } : {}),
   };
 }
 

@@ -212,10 +212,18 @@ export function compileTable(
   tiers: ReadonlyMap<string, Tier>,
   dir: Direction,
   ep: EndpointInfo,
-  host?: { failsafe: { protocol: number; port: number }[] },
+  host?: {
+    failsafe: { protocol: number; port: number }[];
+    /** After the tiers (default deny: a host endpoint's own traffic). */
+    profile?: 'allow' | 'deny';
+    /** A table even when no policy applies (default true: host traffic is denied then). */
+    always?: boolean;
+    /** Each tier ends with its default action (default true; preDNAT policy lets the rest on). */
+    tierDefaults?: boolean;
+  },
 ): Table | undefined {
   const applicable = policies.filter((p) => p.types[dir]);
-  if (applicable.length === 0 && !host) return undefined;
+  if (applicable.length === 0 && (!host || host.always === false)) return undefined;
   const c = new SetCollector();
   const byTier = new Map<string, Policy[]>();
   for (const p of applicable) byTier.set(p.tier, [...(byTier.get(p.tier) ?? []), p]);
@@ -234,12 +242,16 @@ export function compileTable(
     const first = rules.length;
     for (const p of byTier.get(tier.name)!.sort(byOrder))
       for (const r of p[dir]) rules.push(...compileRule(r, dir, ep, c));
-    rules.push(matchAll(tier.defaultAction === 'Pass' ? 'pass' : 'deny', `tier ${tier.name} default action`));
+    if (host?.tierDefaults !== false)
+      rules.push(matchAll(tier.defaultAction === 'Pass' ? 'pass' : 'deny', `tier ${tier.name} default action`));
     const next = rules.length;
     for (let i = first; i < next; i++) if (rules[i]!.action === 'pass') rules[i]!.jump = next;
   }
   // Workloads fall through to their namespace's profile (allow); host endpoints to deny.
-  rules.push(host ? matchAll('deny', 'host endpoint: no policy allowed it') : matchAll('allow', 'profile: allow'));
+  const profile = host ? (host.profile ?? 'deny') : 'allow';
+  rules.push(
+    profile === 'deny' ? matchAll('deny', 'host endpoint: no policy allowed it') : matchAll('allow', 'profile: allow'),
+  );
   if (rules.length > MAX_TABLE_RULES)
     throw new PolicyError(
       `${dir} table`,

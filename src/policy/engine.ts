@@ -41,6 +41,12 @@ export interface NetworkSetObject {
   spec?: { nets?: string[] };
 }
 
+export interface HostTables extends EndpointTables {
+  fwdIngress?: Table;
+  fwdEgress?: Table;
+  preDNAT?: Table;
+}
+
 export interface EndpointTables {
   ingress?: Table;
   egress?: Table;
@@ -260,20 +266,38 @@ export class PolicyEngine {
   hostTables(
     labels: Record<string, string>,
     failsafe: Record<Direction, { protocol: number; port: number }[]>,
-  ): EndpointTables {
-    const applying: Policy[] = [];
+  ): HostTables {
+    const selecting: Policy[] = [];
     for (const st of this.policies.values())
-      if (st.policy?.hostEndpoints && st.match!(labels)) applying.push(st.policy);
-    const out: EndpointTables = {};
-    for (const dir of ['ingress', 'egress'] as const) {
+      if (st.policy?.hostEndpoints && st.match!(labels)) selecting.push(st.policy);
+    const normal = selecting.filter((p) => !p.preDNAT);
+    const forward = normal.filter((p) => p.applyOnForward);
+    const pre = selecting.filter((p) => p.preDNAT);
+    const compile = (ps: Policy[], dir: Direction, opts: NonNullable<Parameters<typeof compileTable>[4]>) => {
       try {
-        out[dir] = compileTable(applying, this.tiers, dir, { ports: [] }, { failsafe: failsafe[dir] });
+        return compileTable(ps, this.tiers, dir, { ports: [] }, opts);
       } catch (err) {
         if (!(err instanceof PolicyError)) throw err;
         this.errors.push(err);
-        out[dir] = compileTable([], this.tiers, dir, { ports: [] }, { failsafe: failsafe[dir] });
+        return compileTable([], this.tiers, dir, { ports: [] }, { ...opts, always: true, profile: 'deny' });
       }
+    };
+    const out: HostTables = {};
+    for (const dir of ['ingress', 'egress'] as const) {
+      out[dir] = compile(normal, dir, { failsafe: failsafe[dir] });
+      // Forwarded traffic: only applyOnForward policies (none: it passes); their tiers end with
+      // the tier's default action, and what passes every tier is allowed.
+      const f = compile(forward, dir, { failsafe: [], profile: 'allow', always: false });
+      if (f) out[dir === 'ingress' ? 'fwdIngress' : 'fwdEgress'] = f;
     }
+    // Pre-DNAT: Deny drops before Service NAT; Allow and no match let the packet on.
+    const p = compile(pre, 'ingress', {
+      failsafe: failsafe.ingress,
+      profile: 'allow',
+      always: false,
+      tierDefaults: false,
+    });
+    if (p) out.preDNAT = p;
     return out;
   }
 

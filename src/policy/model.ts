@@ -62,6 +62,10 @@ export interface Policy {
   egress: Rule[];
   /** Applies to host endpoints too (Calico GlobalNetworkPolicy); Kubernetes policies never do. */
   hostEndpoints?: boolean;
+  /** Host endpoints: also judges traffic forwarded through the host interface. */
+  applyOnForward?: boolean;
+  /** Host endpoints: judges arriving traffic before Service NAT (ingress only). */
+  preDNAT?: boolean;
 }
 
 export interface Tier {

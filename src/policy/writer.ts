@@ -31,7 +31,16 @@ export interface DesiredEndpoint {
   host?: boolean;
   ingress?: Table;
   egress?: Table;
+  /** Host endpoints: applyOnForward policy for forwarded traffic, and preDNAT policy. */
+  fwdIngress?: Table;
+  fwdEgress?: Table;
+  preDNAT?: Table;
 }
+
+/** The tables of an endpoint entry, in a fixed order. */
+const SLOTS = ['ingress', 'egress', 'fwdIngress', 'fwdEgress', 'preDNAT'] as const;
+type Keys = (string | undefined)[];
+const tablesOf = (d: DesiredEndpoint) => SLOTS.map((k) => d[k]);
 
 interface Region {
   start: number;
@@ -47,7 +56,7 @@ const QUARANTINE_MS = 1000;
 export class PolicyWriter {
   readonly sets = new IpSets();
   private readonly regions = new Map<string, Region>();
-  private readonly endpoints = new Map<number, { entry: EpEntry; keys: [string?, string?]; addr: string }>();
+  private readonly endpoints = new Map<number, { entry: EpEntry; keys: Keys; addr: string }>();
   private free: { start: number; len: number }[];
   private quarantine: { start: number; len: number; at: number; sets: string[] }[] = [];
   private readonly setRefs = new Map<string, number>();
@@ -71,9 +80,12 @@ export class PolicyWriter {
   adopt(): void {
     const at = this.now();
     for (const [{ ifindex }, e] of this.maps.ep.entries()) {
-      this.endpoints.set(ifindex, { entry: e, keys: [undefined, undefined], addr: e.addr });
+      this.endpoints.set(ifindex, { entry: e, keys: [], addr: e.addr });
       if (e.flags & EpFlags.IN_POLICY) this.occupy(e.inStart, e.inLen, at);
       if (e.flags & EpFlags.EG_POLICY) this.occupy(e.egStart, e.egLen, at);
+      if (e.flags & EpFlags.FWD_IN_POLICY) this.occupy(e.fwdInStart, e.fwdInLen, at);
+      if (e.flags & EpFlags.FWD_EG_POLICY) this.occupy(e.fwdEgStart, e.fwdEgLen, at);
+      if (e.flags & EpFlags.PRE_POLICY) this.occupy(e.preStart, e.preLen, at);
     }
     let maxSet = 0;
     const old: IpsetKey[] = [];
@@ -104,12 +116,12 @@ export class PolicyWriter {
     this.releaseQuarantine();
     let tables = 0;
     // 1. Sets the new tables reference.
-    const wantKeys = new Map<number, [string?, string?]>();
+    const wantKeys = new Map<number, Keys>();
     const seen = new Set<string>();
     for (const [ifindex, d] of desired) {
-      const keys: [string?, string?] = [d.ingress?.key, d.egress?.key];
+      const keys: Keys = tablesOf(d).map((t) => t?.key);
       wantKeys.set(ifindex, keys);
-      for (const t of [d.ingress, d.egress]) {
+      for (const t of tablesOf(d)) {
         if (!t || this.regions.has(t.key) || seen.has(t.key)) continue;
         seen.add(t.key);
         for (const [k, def] of t.sets) this.sets.ensure(k, def);
@@ -119,7 +131,7 @@ export class PolicyWriter {
     // 2. New tables into free slots.
     for (const [ifindex, d] of desired) {
       const keys = wantKeys.get(ifindex)!;
-      [d.ingress, d.egress].forEach((t, i) => {
+      tablesOf(d).forEach((t, i) => {
         const k = keys[i];
         if (!t || !k || this.regions.has(k)) return;
         this.regions.set(k, this.writeTable(t));
@@ -132,22 +144,30 @@ export class PolicyWriter {
     let changed = 0;
     for (const [ifindex, d] of desired) {
       const keys = wantKeys.get(ifindex)!;
-      const inR = keys[0] ? this.regions.get(keys[0]) : undefined;
-      const egR = keys[1] ? this.regions.get(keys[1]) : undefined;
+      const [inR, egR, fiR, feR, preR] = keys.map((k) => (k ? this.regions.get(k) : undefined));
       const entry: EpEntry = {
         addr: d.addr,
         flags:
           (d.rpf ? EpFlags.RPF : 0) |
           (d.host ? EpFlags.HOST : 0) |
           (inR ? EpFlags.IN_POLICY : 0) |
-          (egR ? EpFlags.EG_POLICY : 0),
+          (egR ? EpFlags.EG_POLICY : 0) |
+          (fiR ? EpFlags.FWD_IN_POLICY : 0) |
+          (feR ? EpFlags.FWD_EG_POLICY : 0) |
+          (preR ? EpFlags.PRE_POLICY : 0),
         inStart: inR?.start ?? 0,
         inLen: inR?.len ?? 0,
         egStart: egR?.start ?? 0,
         egLen: egR?.len ?? 0,
+        fwdInStart: fiR?.start ?? 0,
+        fwdInLen: fiR?.len ?? 0,
+        fwdEgStart: feR?.start ?? 0,
+        fwdEgLen: feR?.len ?? 0,
+        preStart: preR?.start ?? 0,
+        preLen: preR?.len ?? 0,
       };
       const cur = this.endpoints.get(ifindex);
-      if (cur && sameEntry(cur.entry, entry) && cur.keys[0] === keys[0] && cur.keys[1] === keys[1]) continue;
+      if (cur && sameEntry(cur.entry, entry) && SLOTS.every((_, i) => cur.keys[i] === keys[i])) continue;
       this.maps.ep.set({ ifindex }, entry);
       for (const k of keys) if (k) this.regions.get(k)!.refs++;
       if (cur) this.unref(cur.keys);
@@ -274,7 +294,7 @@ export class PolicyWriter {
     };
   }
 
-  private unref(keys: [string?, string?]): void {
+  private unref(keys: Keys): void {
     for (const k of keys) {
       if (!k) continue;
       const r = this.regions.get(k);
@@ -347,12 +367,5 @@ function slots(ranges: PortRange[]): number[] {
 }
 
 function sameEntry(a: EpEntry, b: EpEntry): boolean {
-  return (
-    a.addr === b.addr &&
-    a.flags === b.flags &&
-    a.inStart === b.inStart &&
-    a.inLen === b.inLen &&
-    a.egStart === b.egStart &&
-    a.egLen === b.egLen
-  );
+  return (Object.keys(a) as (keyof EpEntry)[]).every((k) => a[k] === b[k]);
 }

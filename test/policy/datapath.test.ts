@@ -10,7 +10,7 @@ import { PolicyEngine, podInfo } from '../../src/policy/engine.js';
 import { PolicyWriter, type DesiredEndpoint } from '../../src/policy/writer.js';
 import { EP_MAP, IPSETS_MAP, RULES_MAP, epMap, ipsetsMap, rulesMap } from '../../src/datapath/policy.js';
 import { ctKeyOf, CtPol } from '../../src/datapath/conntrack.js';
-import { Proto } from '../../src/datapath/nat.js';
+import { FrontendFlags, Proto } from '../../src/datapath/nat.js';
 import { RouteFlags } from '../../src/datapath/routes.js';
 
 const LO = 1;
@@ -166,4 +166,100 @@ test('a bad policy fails closed for the pods it selects and names the field', (t
   engine.deleteK8sPolicy('ns1', 'bad');
   program();
   assert.equal(node.run('to_wep', syn(CLIENT_OK, 8080, 40101)).retval, TcAct.OK);
+});
+
+test('host endpoint preDNAT: a Deny before Service NAT drops NodePort traffic from that source only', (t) => {
+  if (!requirePrivileges(t)) return;
+  const hn = new SimNode('192.168.77.11');
+  try {
+    hn.route('10.65.1.0/24', RouteFlags.IN_POOL);
+    hn.route(`${SERVER}/32`, RouteFlags.LOCAL_WL | RouteFlags.IN_POOL, { ifindex: 2 });
+    hn.service({
+      svcId: 7,
+      addr: '0.0.0.0',
+      port: 30080,
+      proto: Proto.TCP,
+      flags: FrontendFlags.NODEPORT,
+      backends: [{ addr: SERVER, port: 8080 }],
+    });
+    const e = new PolicyEngine();
+    e.setCalicoPolicy({
+      apiVersion: 'projectcalico.org/v3',
+      kind: 'GlobalNetworkPolicy',
+      metadata: { name: 'no-bad-clients' },
+      spec: {
+        selector: "role == 'node'",
+        preDNAT: true,
+        applyOnForward: true,
+        types: ['Ingress'],
+        ingress: [
+          { action: 'Deny', protocol: 'TCP', source: { nets: ['192.168.77.66/32'] }, destination: { ports: [30080] } },
+        ],
+      },
+    } as never);
+    assert.deepEqual(e.errors, []);
+    const w = new PolicyWriter(
+      {
+        ep: epMap(hn.coll.map(EP_MAP)),
+        rules: rulesMap(hn.coll.map(RULES_MAP)),
+        ipsets: ipsetsMap(hn.coll.map(IPSETS_MAP)),
+      },
+      65536,
+    );
+    const tables = e.hostTables({ role: 'node' }, { ingress: [{ protocol: 6, port: 22 }], egress: [] });
+    assert.ok(tables.preDNAT, 'a pre-DNAT table');
+    w.sync(new Map([[LO, { addr: '0.0.0.0', rpf: false, host: true, ...tables }]]));
+    const syn = (src: string) =>
+      frame(eth(), ipv4({ src, dst: '192.168.77.11' }), tcp({ sport: 45000, dport: 30080, flags: 'S' }), payload(8));
+    assert.equal(hn.run('from_hep', syn('192.168.77.66')).retval, TcAct.SHOT, 'denied before NAT');
+    const ok = hn.run('from_hep', syn('192.168.77.67'));
+    assert.notEqual(ok.retval, TcAct.SHOT, 'another client reaches the NodePort');
+  } finally {
+    hn.close();
+  }
+});
+
+test('host endpoint applyOnForward: forwarded traffic judged in the direction it crosses, host traffic by its own tables', (t) => {
+  if (!requirePrivileges(t)) return;
+  const hn = new SimNode('192.168.77.11');
+  try {
+    hn.route(`${SERVER}/32`, RouteFlags.LOCAL_WL | RouteFlags.IN_POOL, { ifindex: 2 });
+    const e = new PolicyEngine();
+    e.setCalicoPolicy({
+      apiVersion: 'projectcalico.org/v3',
+      kind: 'GlobalNetworkPolicy',
+      metadata: { name: 'fwd' },
+      spec: {
+        selector: "role == 'node'",
+        applyOnForward: true,
+        types: ['Ingress'],
+        ingress: [
+          { action: 'Deny', protocol: 'TCP', destination: { ports: [9090] } },
+          { action: 'Allow', protocol: 'TCP', destination: { ports: [8080, 22] } },
+        ],
+      },
+    } as never);
+    const w = new PolicyWriter(
+      {
+        ep: epMap(hn.coll.map(EP_MAP)),
+        rules: rulesMap(hn.coll.map(RULES_MAP)),
+        ipsets: ipsetsMap(hn.coll.map(IPSETS_MAP)),
+      },
+      65536,
+    );
+    const tables = e.hostTables({ role: 'node' }, { ingress: [], egress: [] });
+    assert.ok(tables.fwdIngress && !tables.fwdEgress, 'a forward table for ingress only');
+    w.sync(new Map([[LO, { addr: '0.0.0.0', rpf: false, host: true, ...tables }]]));
+    const syn = (dst: string, dport: number) =>
+      frame(eth(), ipv4({ src: '192.168.77.66', dst }), tcp({ sport: 46000 + dport, dport, flags: 'S' }), payload(8));
+    assert.equal(hn.run('from_hep', syn(SERVER, 9090)).retval, TcAct.SHOT, 'forwarded to a pod, denied');
+    assert.equal(hn.run('from_hep', syn(SERVER, 8080)).retval, TcAct.OK, 'forwarded to a pod, allowed');
+    assert.equal(hn.conntrack.get(ctKeyOf('192.168.77.66', 54080, SERVER, 8080, Proto.TCP))?.pol, CtPol.FWD_IN);
+    assert.equal(hn.run('from_hep', syn(SERVER, 7070)).retval, TcAct.SHOT, "the tier's default action (Deny)");
+    // To the host itself: the host tables (the same policy, then deny).
+    assert.equal(hn.run('from_hep', syn('192.168.77.11', 8080)).retval, TcAct.OK);
+    assert.equal(hn.run('from_hep', syn('192.168.77.11', 7070)).retval, TcAct.SHOT);
+  } finally {
+    hn.close();
+  }
 });

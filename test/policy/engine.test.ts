@@ -143,3 +143,40 @@ test('CIDRs: host bits, prefix lengths and IPv6 are refused with the reason', ()
   assert.throws(() => parseCidr('fd00::/64'), /IPv6 is not supported yet/);
   assert.equal(parseCidr('10.1.2.3').text, '10.1.2.3/32');
 });
+
+test("Calico: pre-DNAT policy follows Calico's rules (global, applyOnForward, ingress only); doNotTrack is refused", () => {
+  for (const [spec, kind, message] of [
+    [
+      { preDNAT: true, applyOnForward: true, ingress: [{ action: 'Deny' }] },
+      'NetworkPolicy',
+      /spec\.preDNAT: only a GlobalNetworkPolicy/,
+    ],
+    [
+      { preDNAT: true, ingress: [{ action: 'Deny' }] },
+      'GlobalNetworkPolicy',
+      /spec\.applyOnForward: must be true when preDNAT is/,
+    ],
+    [
+      { preDNAT: true, applyOnForward: true, egress: [{ action: 'Deny' }] },
+      'GlobalNetworkPolicy',
+      /spec\.egress: pre-DNAT policy has ingress rules only/,
+    ],
+    [
+      { doNotTrack: true, applyOnForward: true, ingress: [{ action: 'Deny' }] },
+      'GlobalNetworkPolicy',
+      /spec\.doNotTrack: untracked policy is not supported yet/,
+    ],
+  ] as const) {
+    const e = world();
+    e.setCalicoPolicy(calico({ selector: "role == 'node'", ...spec }, kind));
+    assert.match(e.errors[0]?.message ?? '(no error)', message);
+  }
+  const e = world();
+  e.setCalicoPolicy(
+    calico({ selector: "role == 'node'", preDNAT: true, applyOnForward: true, ingress: [{ action: 'Deny' }] }),
+  );
+  assert.deepEqual(e.errors, []);
+  const t = e.hostTables({ role: 'node' }, { ingress: [], egress: [] });
+  assert.ok(t.preDNAT && !t.fwdIngress, 'pre-DNAT policy makes only the pre-DNAT table');
+  assert.equal(t.preDNAT.rules.at(-1)?.action, 'allow', 'what pre-DNAT policy does not deny goes on');
+});
