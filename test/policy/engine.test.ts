@@ -180,3 +180,20 @@ test("Calico: pre-DNAT policy follows Calico's rules (global, applyOnForward, in
   assert.ok(t.preDNAT && !t.fwdIngress, 'pre-DNAT policy makes only the pre-DNAT table');
   assert.equal(t.preDNAT.rules.at(-1)?.action, 'allow', 'what pre-DNAT policy does not deny goes on');
 });
+
+test('more rules than the datapath walks: a clear error, the endpoint fails closed', () => {
+  const e = world();
+  const rules = Array.from({ length: 8200 }, (_, i) => ({
+    action: 'Allow',
+    protocol: 'TCP',
+    destination: { ports: [(i % 60000) + 1] },
+  }));
+  e.setCalicoPolicy(calico({ selector: "app == 'web'", ingress: rules }));
+  const t = e.tablesFor('ns1/web');
+  assert.match(
+    e.errors.map((x) => x.message).join('\n'),
+    /pod ns1\/web: ingress policy: ingress table: rules: 8202 rules, more than the 8192 the datapath evaluates/,
+  );
+  assert.equal(t.ingress?.rules.length, 1);
+  assert.equal(t.ingress?.rules[0]?.action, 'deny');
+});
