@@ -161,6 +161,8 @@ export function probeAll(): FeatureReport {
     probeHelper('bpf_csum_diff', 28, '4.6'),
     probeHelper('bpf_tail_call', 12, '4.2'),
     probeHelper('bpf_ringbuf_output', 130, '5.8'),
+    probeHelper('bpf_ringbuf_reserve', 131, '5.8'),
+    probeHelper('bpf_loop', 181, '5.17'),
     probeHelper('bpf_ktime_get_ns', 5, '4.1'),
     probeHelper('bpf_ktime_get_coarse_ns', 160, '5.11'),
     probeHelper(

@@ -5,9 +5,10 @@
 //
 // The kernel rule: eBPF mode runs when every feature the datapath uses is supported. Probes are
 // the authority because distributions backport BPF features (Red Hat 8.2's 4.18.0-193 is the
-// seed's example); on mainline kernels the newest feature used (bpf_ktime_get_coarse_ns) makes
-// that 5.11 or later, so a mainline version below 5.11 is refused even before probing, and a
-// Red Hat style 4.18.0-N.el8 kernel (N >= 193) is judged by its probes alone.
+// seed's example); on mainline kernels the newest feature used (bpf_loop, which walks policy
+// rule tables) makes that 5.17 or later, so a mainline version below 5.17 is refused even before
+// probing, and a Red Hat style 4.18.0-N.el8 kernel (N >= 193, the seed's minimum) is judged by its
+// probes alone (in practice Red Hat 8.7 and later, whose kernels carry bpf_loop).
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
 import { isBpffs } from '../bpf/bpffs.js';
@@ -37,7 +38,7 @@ export interface CheckOptions {
   apiServer?: boolean;
 }
 
-const MIN_MAINLINE: [number, number, number] = [5, 11, 0];
+const MIN_MAINLINE: [number, number, number] = [5, 17, 0];
 
 /** The kernel part of the rule above; probes decide the rest. */
 export function kernelVerdict(release: string): CheckItem {
@@ -59,7 +60,7 @@ export function kernelVerdict(release: string): CheckItem {
     detail: `${release}${ok ? '' : `: older than ${MIN_MAINLINE.join('.')}, the first mainline kernel with every helper the datapath uses`}`,
     advice: ok
       ? undefined
-      : 'upgrade the kernel to 5.11 or later (or a distribution kernel with those features backported)',
+      : 'upgrade the kernel to 5.17 or later (or a distribution kernel with those features backported)',
   };
 }
 

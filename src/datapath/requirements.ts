@@ -18,6 +18,9 @@ export const REQUIRED_FEATURES: readonly string[] = [
   'helper bpf_skb_adjust_room',
   'helper bpf_csum_diff',
   'helper bpf_ktime_get_coarse_ns',
+  'helper bpf_loop',
+  'map type ringbuf',
+  'helper bpf_ringbuf_reserve',
   'program type cgroup_sock_addr (connect4)',
 ];
 

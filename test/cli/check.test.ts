@@ -12,9 +12,10 @@ import { requirePrivileges } from '../../src/testing/netns.js';
 const sluice = path.join(packageRoot, 'bin', 'sluice.js');
 const check = (...args: string[]) => spawnSync(process.execPath, [sluice, 'check', ...args], { encoding: 'utf8' });
 
-test('the kernel rule: mainline 5.11 or later; Red Hat 8 from 4.18.0-193 (judged by probes)', () => {
+test('the kernel rule: mainline 5.17 or later (bpf_loop); Red Hat 8 from 4.18.0-193 (judged by probes)', () => {
   assert.equal(kernelVerdict('6.18.44-fc-v782').status, 'ok');
-  assert.equal(kernelVerdict('5.11.0-1-generic').status, 'ok');
+  assert.equal(kernelVerdict('5.17.0-1-generic').status, 'ok');
+  assert.equal(kernelVerdict('5.15.0-91-generic').status, 'fail');
   assert.equal(kernelVerdict('5.10.0-21-amd64').status, 'fail');
   assert.equal(kernelVerdict('4.18.0-193.el8.x86_64').status, 'ok');
   assert.equal(kernelVerdict('4.18.0-147.el8.x86_64').status, 'fail');
@@ -43,7 +44,7 @@ test('sluice check: this node passes; a simulated old kernel or missing bpffs fa
 
   const old = check('--kernel-release', '4.19.0-21-amd64');
   assert.equal(old.status, 1);
-  assert.match(old.stdout, /kernel\s+fail\s+4\.19\.0-21-amd64: older than 5\.11/);
+  assert.match(old.stdout, /kernel\s+fail\s+4\.19\.0-21-amd64: older than 5\.17/);
   assert.match(old.stdout, /eBPF mode cannot run on this node/);
 
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-nobpffs-'));
