@@ -17,6 +17,7 @@ declare -A need=(
   [iperf3]=iperf3 [tcpdump]=tcpdump [nsenter]=util-linux [ping]=iputils-ping [make]=make
   [nc]=netcat-openbsd [curl]=curl [python3]=python3
   [iptables-save]=iptables [nft]=nftables
+  [openssl]=openssl # certificates of the lab's Kubernetes control plane (lab up --kubernetes)
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -480,17 +480,14 @@ export class Agent {
     this.reportPolicyErrors();
     if (res.tables || res.endpoints) this.log.debug(res, 'policy maps updated');
     if (res.rejudge) {
-      // Established flows are re-judged after the new tables are in force (a conntrack scan).
-      const w = this.policyWriter;
-      setImmediate(() => {
-        if (this.policyWriter !== w || this.stopped) return;
-        try {
-          const n = w.rejudgeFlows();
-          if (n) this.log.debug({ flows: n }, 'established flows will be judged again by the new policy');
-        } catch (err) {
-          this.log.warn({ err }, 're-judging established flows failed');
-        }
-      });
+      // Established flows are re-judged once the new tables are in force (a conntrack scan): in
+      // this sync, so the revision the status reports includes flows the change cuts.
+      try {
+        const n = this.policyWriter.rejudgeFlows();
+        if (n) this.log.debug({ flows: n }, 'established flows will be judged again by the new policy');
+      } catch (err) {
+        this.log.warn({ err }, 're-judging established flows failed');
+      }
     }
     if (this.policyWriter.pendingRelease) {
       // Replaced tables and sets are freed once no evaluation can still be walking them.

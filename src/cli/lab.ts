@@ -1,17 +1,32 @@
 // `sluice lab ...` and `sluice echo ...`. The command-line contract of the lab (scripts outside
 // this repository depend on it; keep it stable):
-//   sluice lab up [--nodes N] [--name NAME] [-f FILE]... [--demo]
+//   sluice lab up [--nodes N] [--name NAME] [-f FILE]... [--demo] [--kubernetes]
 //   sluice lab status [-o json]
 //   sluice lab exec TARGET -- CMD ARGS...     TARGET: [namespace/]POD, node/NAME, external
+//                                             (with --kubernetes also control-plane)
 //   sluice lab logs TARGET                    TARGET: [namespace/]POD, node/NAME (agent), controller
+//                                             (with --kubernetes also control-plane/COMPONENT)
 //   sluice lab apply -f FILE|DIR...           sluice lab delete -f FILE|DIR...
 //   sluice lab down [--name NAME]
+//   sluice lab kubectl [--name NAME] -- ARGS...   (a lab made with --kubernetes)
 // With a single lab, no command but `up` (to make another) needs --name. Exit codes: 0 success,
 // 1 failure (an object refused, pods not ready), the command's own code for exec.
 import { Command, Option } from 'commander';
 import { echoMain } from '../lab/echo-main.js';
-import { formatStatus, labApply, labDelete, labDown, labExec, labLogs, labStatus, labUp } from '../lab/lab.js';
+import {
+  formatStatus,
+  labApply,
+  labDelete,
+  labDown,
+  labExec,
+  labLogs,
+  labStatus,
+  labUp,
+  resolveLab,
+} from '../lab/lab.js';
 import { runController } from '../lab/controller.js';
+import { labKubectl } from '../lab/kubernetes/commands.js';
+import { runKubeKubelet } from '../lab/kubernetes/kubelet.js';
 import { CliError, formatJson, outputFormats, stdio, type OutputFormat } from './output.js';
 
 /** Ends the process with `code` once stdout and stderr are flushed (0: let the caller return). */
@@ -56,6 +71,10 @@ export function registerLabCommands(program: Command): void {
     .option('-f, --filename <file>', 'Kubernetes YAML to apply (file or directory; repeatable)', collect)
     .option('--demo', 'apply the bundled demo (deploy/lab/demo.yaml) and run a live check')
     .option('--timeout <seconds>', 'how long to wait for pods to become ready', seconds, 120)
+    .option(
+      '--kubernetes',
+      'run a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager; `npm run build:kubernetes`) in the lab: the agents use its API server, -f files go to it',
+    )
     .action(
       async (opts: {
         nodes?: number;
@@ -64,6 +83,7 @@ export function registerLabCommands(program: Command): void {
         filename?: string[];
         demo?: boolean;
         timeout: number;
+        kubernetes?: boolean;
       }) => {
         const code = await labUp({
           name: opts.name,
@@ -72,6 +92,7 @@ export function registerLabCommands(program: Command): void {
           files: opts.filename,
           demo: opts.demo,
           waitMs: opts.timeout * 1000,
+          kubernetes: opts.kubernetes,
           out: stdio,
         });
         await exitWith(code);
@@ -142,6 +163,25 @@ export function registerLabCommands(program: Command): void {
     .addOption(nameOption())
     .action(async (opts: { name?: string }) => {
       await labDown(opts.name, stdio);
+    });
+
+  lab
+    .command('kubectl')
+    .description("run kubectl against the lab's API server (a lab made with `up --kubernetes`)")
+    .addOption(nameOption())
+    .argument('<args...>', "kubectl's arguments (after --)")
+    .action(async (args: string[], opts: { name?: string }) => {
+      await exitWith(await labKubectl(resolveLab(opts.name), args));
+    });
+
+  lab
+    .command('kubelet', { hidden: true })
+    .description("run the lab's kubelet against its API server (started by `sluice lab up --kubernetes`)")
+    .requiredOption('--name <name>', 'the lab')
+    .action(async (opts: { name: string }) => {
+      const code = await runKubeKubelet(opts.name);
+      await exitWith(code);
+      process.exit(0);
     });
 
   lab

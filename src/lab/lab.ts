@@ -5,6 +5,9 @@
 //   resources.ts   YAML, validation, defaults, allocation (ClusterIPs, NodePorts, LB IPs)
 //   controller.ts  one process per lab: Deployments, scheduling, kubelet (kubelet.ts),
 //                  EndpointSlices (endpointslices.ts), namespace deletion, external routes
+//   kubernetes/    with `up --kubernetes`: a real control plane (etcd, kube-apiserver,
+//                  kube-controller-manager) in the control-plane namespace, the agents on its API
+//                  server, the lab kubelet running its pods; -f files and apply/delete go there
 // `up` builds the topology, starts the controller, applies files and waits for the pods; the
 // other commands find the lab by name, or the only one there is.
 //
@@ -45,6 +48,22 @@ import {
 import { describeObject, FileStore, type Kind, type Pod, type Service } from './store.js';
 import { LAB_RUN_DIR, Topology, type Overlay } from './topology.js';
 import { AGENT_NODE_FLAGS } from '../agent/runtime.js';
+import { findKubernetesBinaries } from './kubernetes/binaries.js';
+import {
+  componentLogPath,
+  controlPlaneState,
+  isKubernetesLab,
+  kubeContainerLogDir,
+  liveKubelet,
+  startControlPlane,
+  stopKubeKubelet,
+  stopKubernetes,
+  waitPodsAdmitted,
+  type Component,
+  type StartedControlPlane,
+} from './kubernetes/control-plane.js';
+import { findKubePod, kubeconfigHint, kubectlFiles, waitKubePodsReady } from './kubernetes/commands.js';
+import { readKubePods } from './kubernetes/kubelet.js';
 
 export const DEFAULT_LAB = 'lab';
 export const DEFAULT_NODES = 3;
@@ -272,14 +291,18 @@ async function ensureFelixDefault(store: FileStore): Promise<void> {
  * to that node's interfaces only), recorded like every lab process, logging to agentLogPath(),
  * pinning under labPinRoot()/<node>, watching the lab store; then waits until each has synced.
  */
-async function startAgents(topo: Topology, store: FileStore): Promise<AgentHealth[]> {
+async function startAgents(topo: Topology, store: FileStore, kubeconfig?: string): Promise<AgentHealth[]> {
   await ensureFelixDefault(store);
   const name = topo.name;
   fs.mkdirSync(path.join(Topology.stateDir(name), 'agents'), { recursive: true, mode: 0o700 });
   const recorder = new ProcessRecorder(Topology.procsDir(name));
+  const pids = new Map<string, number>();
   for (const n of topo.nodes) {
     const st = readAgentStatus(name, n.name);
-    if (st && alive(st.pid)) continue;
+    if (st && alive(st.pid)) {
+      pids.set(n.name, st.pid);
+      continue;
+    }
     fs.rmSync(agentStatusPath(name, n.name), { force: true });
     const cg = nodeCgroup(name, n.name);
     if (cg) fs.mkdirSync(cg, { recursive: true });
@@ -290,8 +313,8 @@ async function startAgents(topo: Topology, store: FileStore): Promise<AgentHealt
       ...AGENT_NODE_FLAGS,
       SLUICE_BIN,
       'agent',
-      '--lab',
-      name,
+      // a lab with a Kubernetes control plane: the agents watch its API server
+      ...(kubeconfig ? ['--kubeconfig', kubeconfig] : ['--lab', name]),
       '--node-name',
       n.name,
       '--node-ip',
@@ -311,14 +334,17 @@ async function startAgents(topo: Topology, store: FileStore): Promise<AgentHealt
     }
     if (child.pid === undefined) throw new CliError(`cannot start the agent of ${n.name}`);
     recorder.record(child.pid, [argv, argv.slice(2)], `agent ${n.name}`);
+    pids.set(n.name, child.pid);
     child.unref();
   }
   const deadline = Date.now() + 60_000;
   for (;;) {
     const health = agentHealth(topo);
     if (health.every((h) => h.running && h.detail.startsWith('ready'))) return health;
-    const dead = health.find((h) => !h.running);
-    if (dead && Date.now() > deadline - 55_000) {
+    // An agent that has not written its status yet is starting (slow under load, or waiting for
+    // an API server): only one whose process ended is dead.
+    const dead = health.find((h) => !h.running && !alive(pids.get(h.node) ?? 0));
+    if (dead) {
       throw new CliError(`the agent of ${dead.node} is not running:\n${tail(agentLogPath(name, dead.node))}`);
     }
     if (Date.now() > deadline)
@@ -338,6 +364,7 @@ async function waitAgentsProgrammed(
   store: FileStore,
   say: (l: string) => void,
   timeoutMs = 30_000,
+  kubernetes = false,
 ): Promise<boolean> {
   store.refresh();
   const target = Number((await store.list('Pod')).resourceVersion);
@@ -352,7 +379,11 @@ async function waitAgentsProgrammed(
         continue;
       }
       if (!st.bpfEnabled) continue;
-      if (Number(st.revision ?? 0) < target)
+      // Against the API server there is no one revision to compare with: the `kubernetes`
+      // Service (10.96.0.1) programmed shows the agent is reading it.
+      if (kubernetes) {
+        if (!st.ready || (st.frontends ?? 0) < 1) pending.push(`${n.name}: nothing programmed from the API server yet`);
+      } else if (Number(st.revision ?? 0) < target)
         pending.push(`${n.name}: at store revision ${st.revision}, want ${target}`);
       const attached = new Set((st.interfaces ?? []).map((i) => i.split(':')[0]));
       const missing = topo.podsOn(n.index).filter((p) => !attached.has(p.hostIf));
@@ -379,10 +410,16 @@ export function agentHealth(topo: Topology): AgentHealth[] {
       return { node: n.name, running: false, detail: `exited (pid ${st.pid}); see sluice lab logs node/${n.name}` };
     if (!st.ready) return { node: n.name, running: true, detail: `starting (pid ${st.pid})` };
     const dp = st.bpfEnabled ? `eBPF (${st.mode ?? '?'}), ${st.frontends ?? 0} frontends` : 'bpfEnabled is false';
+    // against an API server the revision is per kind (Kind=rv,...): its newest is enough here
+    const apiRevs = (st.revision ?? '').split(',').flatMap((x) => {
+      const m = /^\w+=(\d+)$/.exec(x);
+      return m ? [Number(m[1])] : [];
+    });
+    const rev = apiRevs.length > 0 ? `API revision ${Math.max(...apiRevs)}` : `store revision ${st.revision ?? '?'}`;
     return {
       node: n.name,
       running: true,
-      detail: `ready (pid ${st.pid}): ${dp}, store revision ${st.revision ?? '?'}`,
+      detail: `ready (pid ${st.pid}): ${dp}, ${rev}`,
     };
   });
 }
@@ -402,6 +439,8 @@ export interface UpOptions {
   demo?: boolean;
   /** How long to wait for pods to become ready (default 120 s). */
   waitMs?: number;
+  /** Run a real Kubernetes control plane in the lab; the agents use its API server. */
+  kubernetes?: boolean;
   out: Printer;
 }
 
@@ -425,8 +464,23 @@ export async function labUp(opts: UpOptions): Promise<number> {
           `remove it first (\`sluice lab down --name ${name}\`) to make it with ${nodes} nodes and the ${overlay} overlay`,
       );
     }
-    out.out(`lab "${name}": ${nodes} node${nodes === 1 ? '' : 's'}, ${overlay} overlay`);
+    const kubernetes = opts.kubernetes ?? Boolean(prev?.controlPlane);
+    if (prev && Boolean(prev.controlPlane) !== kubernetes) {
+      throw new CliError(
+        `lab ${name} exists ${prev.controlPlane ? 'with' : 'without'} a Kubernetes control plane; ` +
+          `remove it first (\`sluice lab down --name ${name}\`) to make it ${kubernetes ? 'with' : 'without'} one`,
+      );
+    }
+    if (kubernetes && opts.demo)
+      throw new CliError('--demo runs on the lab store: it is not available with --kubernetes yet (use -f FILE)');
+    const binaries = kubernetes ? findKubernetesBinaries() : undefined; // before anything is made
+    out.out(
+      `lab "${name}": ${nodes} node${nodes === 1 ? '' : 's'}, ${overlay} overlay` +
+        (kubernetes ? ', Kubernetes control plane' : ''),
+    );
     let controller = liveController(name);
+    let controlPlane: Promise<StartedControlPlane> | undefined;
+    const k0 = performance.now();
     if (prev?.running && controller?.state === 'ready') {
       say(`network: up (${prev.namespaces.length} namespaces); controller: running (pid ${controller.pid})`);
     } else {
@@ -434,41 +488,70 @@ export async function labUp(opts: UpOptions): Promise<number> {
         say('controller: stopping the old one to repair the lab');
         await stopController(name);
       }
-      const topo = new Topology({ name, nodes, overlay });
+      // likewise the lab kubelet: it holds the topology's pods in memory
+      if (kubernetes && (await stopKubeKubelet(name))) say('kubernetes: stopping the lab kubelet to repair the lab');
+      const topo = new Topology({ name, nodes, overlay, controlPlane: kubernetes || undefined });
       await topo.up({
         progress: (step) => {
           if (step !== 'done') say(`network: ${step}`);
         },
       });
       const n = topo.nodes.map((x) => `${x.name} ${x.ip}`).join(', ');
-      say(`network: ready: ${n}${topo.external ? `, external ${topo.external.ip}` : ''}`);
+      say(
+        `network: ready: ${n}${topo.external ? `, external ${topo.external.ip}` : ''}` +
+          (topo.controlPlane ? `, control plane ${topo.controlPlane.ip}` : ''),
+      );
+      // The control plane starts meanwhile (it takes the longest).
+      if (kubernetes) {
+        controlPlane = startControlPlane(topo, { binaries, say });
+        controlPlane.catch(() => undefined); // awaited below; not unhandled if the controller fails first
+      }
       const pid = await startController(name);
       controller = liveController(name);
       say(`controller: running (pid ${pid}): scheduler, deployments, kubelet, endpointslices`);
     }
     const topo = openTopology(name);
+    let kubeconfig: string | undefined;
+    if (kubernetes) {
+      const cp = await (controlPlane ?? startControlPlane(topo, { binaries, say }));
+      kubeconfig = cp.kubeconfig;
+      say(
+        `kubernetes: API server ${cp.server} ready` +
+          (cp.started.length > 0
+            ? ` in ${((performance.now() - k0) / 1000).toFixed(1)} s` +
+              (cp.readyzSeconds !== undefined && cp.started.includes('kube-apiserver')
+                ? ` (kube-apiserver /readyz ok ${cp.readyzSeconds} s after its start)`
+                : '') +
+              ': nodes registered, CRDs and FelixConfiguration installed'
+            : ' (already running)'),
+      );
+    }
     const store = await openStore(name);
     try {
-      const agents = await startAgents(topo, store);
+      const [agents] = await Promise.all([
+        startAgents(topo, store, kubeconfig),
+        kubernetes ? waitPodsAdmitted(name) : undefined,
+      ]);
       say(`agents: ${agents.map((a) => `${a.node} ${a.detail.split(':')[0]}`).join(', ')}`);
       const files = [...(opts.demo ? [DEMO_FILE] : []), ...(opts.files ?? [])];
       let failed = false;
       if (files.length > 0) {
         say(`apply: ${files.map((f) => path.relative(process.cwd(), f) || f).join(', ')}`);
-        const r = await applyFiles(topo, store, files, {
-          out: (l) => out.out(`        ${l}`),
-          err: (l) => out.err(l),
-        });
-        failed = r.errors > 0;
+        const printer: Printer = { out: (l) => out.out(`        ${l}`), err: (l) => out.err(l) };
+        if (kubernetes) failed = (await kubectlFiles(name, 'apply', files, printer)) !== 0;
+        else failed = (await applyFiles(topo, store, files, printer)).errors > 0;
       }
-      const ok =
-        (await waitPodsReady(store, opts.waitMs ?? 120_000, (l) => say(l), name)) &&
-        (await waitAgentsProgrammed(name, store, say));
+      const ok = kubernetes
+        ? (await waitKubePodsReady(name, opts.waitMs ?? 120_000, (l) => say(l))) &&
+          (await waitAgentsProgrammed(name, store, say, 30_000, true))
+        : (await waitPodsReady(store, opts.waitMs ?? 120_000, (l) => say(l), name)) &&
+          (await waitAgentsProgrammed(name, store, say));
       const secs = ((performance.now() - t0) / 1000).toFixed(1);
       out.out(`lab "${name}" is up in ${secs} s` + (failed ? ' (some objects were refused, see above)' : ''));
       out.out(
         `  sluice lab status${labs.length > 1 || opts.name ? ` --name ${name}` : ''}    sluice lab exec POD -- CMD    sluice lab down`,
       );
+      for (const l of kubeconfigHint(name)) out.out(l);
       if (!ok) return 1;
       if (opts.demo) {
         out.out('');
@@ -600,6 +683,12 @@ export async function labApply(
   opts: { wait?: boolean; waitMs?: number } = {},
 ): Promise<number> {
   const name = resolveLab(nameOpt);
+  if (isKubernetesLab(name)) {
+    // The agents read the lab's API server: objects go there.
+    const code = await kubectlFiles(name, 'apply', files, out);
+    const ok = code === 0 && (!opts.wait || (await waitKubePodsReady(name, opts.waitMs ?? 120_000, (l) => out.out(l))));
+    return ok ? 0 : 1;
+  }
   const topo = openTopology(name);
   const store = await openStore(name);
   try {
@@ -624,6 +713,11 @@ export async function labDelete(
   opts: { wait?: boolean; ignoreNotFound?: boolean; waitMs?: number } = {},
 ): Promise<number> {
   const name = resolveLab(nameOpt);
+  if (isKubernetesLab(name))
+    return kubectlFiles(name, 'delete', files, out, [
+      ...(opts.ignoreNotFound ? ['--ignore-not-found'] : []),
+      `--wait=${opts.wait !== false}`,
+    ]);
   const store = await openStore(name);
   try {
     const { manifests, errors } = readManifests(files);
@@ -732,6 +826,19 @@ export interface LabStatus {
   deployments: Array<{ namespace: string; name: string; replicas: number; ready: number }>;
   networkPolicies: Array<{ namespace: string; name: string }>;
   revision: string;
+  /** A lab made with --kubernetes: its API server (pods then include the lab kubelet's). */
+  kubernetes: { server: string; kubeconfig: string; kubelet: string } | null;
+}
+
+function kubernetesStatus(name: string): LabStatus['kubernetes'] {
+  const st = controlPlaneState(name);
+  if (!st) return null;
+  const k = liveKubelet(name);
+  return {
+    server: st.server,
+    kubeconfig: st.kubeconfig,
+    kubelet: k ? `${k.state} (pid ${k.pid})${k.error ? `: ${k.error}` : ''}` : 'NOT RUNNING',
+  };
 }
 
 export async function labStatus(nameOpt?: string): Promise<LabStatus> {
@@ -744,6 +851,18 @@ export async function labStatus(nameOpt?: string): Promise<LabStatus> {
     const agents = agentHealth(topo);
     const pods = store.snapshot('Pod');
     const slices = store.snapshot('EndpointSlice');
+    const kubePods = readKubePods(name).map((p) => ({
+      namespace: p.namespace,
+      name: p.name,
+      node: p.node || null,
+      ip: p.ip,
+      phase: p.phase,
+      ready: p.ready,
+      containers: p.containers,
+      restarts: p.restarts,
+      netns: p.netns,
+      terminating: false,
+    }));
     return {
       name,
       overlay: topo.overlay,
@@ -770,21 +889,23 @@ export async function labStatus(nameOpt?: string): Promise<LabStatus> {
         agent: agents.find((a) => a.node === n.name)?.detail ?? 'none',
       })),
       external: topo.external ? { ip: topo.external.ip, netns: topo.external.ns, routes: topo.external.routes } : null,
-      pods: pods.map((p) => {
-        const cs = p.status?.containerStatuses ?? [];
-        return {
-          namespace: p.metadata?.namespace ?? 'default',
-          name: p.metadata?.name ?? '',
-          node: p.spec?.nodeName ?? null,
-          ip: p.status?.podIP ?? null,
-          phase: p.status?.phase ?? 'Pending',
-          ready: isPodReady(p),
-          containers: `${cs.filter((x) => x.ready).length}/${(p.spec?.containers ?? []).length}`,
-          restarts: cs.reduce((n, x) => n + (x.restartCount ?? 0), 0),
-          netns: podNetns(topo, p) ?? null,
-          terminating: Boolean(p.metadata?.deletionTimestamp),
-        };
-      }),
+      pods: pods
+        .map((p) => {
+          const cs = p.status?.containerStatuses ?? [];
+          return {
+            namespace: p.metadata?.namespace ?? 'default',
+            name: p.metadata?.name ?? '',
+            node: p.spec?.nodeName ?? null,
+            ip: p.status?.podIP ?? null,
+            phase: p.status?.phase ?? 'Pending',
+            ready: isPodReady(p),
+            containers: `${cs.filter((x) => x.ready).length}/${(p.spec?.containers ?? []).length}`,
+            restarts: cs.reduce((n, x) => n + (x.restartCount ?? 0), 0),
+            netns: podNetns(topo, p) ?? null,
+            terminating: Boolean(p.metadata?.deletionTimestamp),
+          };
+        })
+        .concat(kubePods),
       services: store.snapshot('Service').map((s) => {
         const ns = s.metadata?.namespace ?? 'default';
         const eps = slices
@@ -820,6 +941,7 @@ export async function labStatus(nameOpt?: string): Promise<LabStatus> {
         .snapshot('NetworkPolicy')
         .map((p) => ({ namespace: p.metadata?.namespace ?? 'default', name: p.metadata?.name ?? '' })),
       revision: String(store.revision),
+      kubernetes: kubernetesStatus(name),
     };
   } finally {
     store.close();
@@ -835,6 +957,10 @@ export function formatStatus(s: LabStatus): string {
     `controller: ${s.controller.running ? `running (pid ${s.controller.pid})` : 'NOT RUNNING (run `sluice lab up` to restart it)'}`,
   );
   lines.push(`agents: ${s.agents.running ? 'running' : `none: ${s.agents.detail}`}`);
+  if (s.kubernetes)
+    lines.push(
+      `kubernetes: API server ${s.kubernetes.server}, kubelet ${s.kubernetes.kubelet}; KUBECONFIG=${s.kubernetes.kubeconfig}`,
+    );
   lines.push('');
   lines.push(
     formatTable(
@@ -864,7 +990,8 @@ export function formatStatus(s: LabStatus): string {
       ),
     );
   lines.push('');
-  if (s.services.length === 0) lines.push('no services');
+  if (s.services.length === 0)
+    lines.push(s.kubernetes ? 'services: in the API server (`sluice lab kubectl -- get services -A`)' : 'no services');
   else
     lines.push(
       formatTable(
@@ -936,6 +1063,13 @@ export async function resolveTarget(name: string, target: string): Promise<{ ns:
     if (!n) throw new CliError(`no node ${target.slice(5)} (nodes: ${topo.nodes.map((x) => x.name).join(', ')})`);
     return { ns: n.ns, what: target };
   }
+  if (target === 'control-plane' && topo.controlPlane) return { ns: topo.controlPlane.ns, what: target };
+  if (topo.controlPlane) {
+    // pods of the API server, run by the lab kubelet
+    const kp = findKubePod(name, target);
+    if (kp?.netns) return { ns: kp.netns, what: `pod ${kp.namespace}/${kp.name}` };
+    if (kp) throw new CliError(`pod ${kp.namespace}/${kp.name} is not running (phase ${kp.phase})`);
+  }
   const store = await openStore(name);
   try {
     const p = await findPod(store, target);
@@ -992,8 +1126,23 @@ export async function labLogs(
   const name = resolveLab(nameOpt);
   const topo = openTopology(name);
   let files: Array<{ file: string; prefix: string }>;
+  const kubePod = topo.controlPlane && !target.startsWith('node/') ? findKubePod(name, target) : undefined;
   if (target === 'controller') files = [{ file: controllerLogPath(name), prefix: '' }];
-  else if (target.startsWith('node/')) {
+  else if (topo.controlPlane && target.startsWith('control-plane/')) {
+    const c = target.slice('control-plane/'.length) as Component;
+    if (!['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubelet'].includes(c))
+      throw new CliError('control-plane logs: etcd, kube-apiserver, kube-controller-manager or kubelet');
+    files = [{ file: componentLogPath(name, c), prefix: '' }];
+  } else if (kubePod) {
+    const dir = kubeContainerLogDir(name);
+    const prefix = `${kubePod.namespace}_${kubePod.name}_`;
+    const logs = (fs.existsSync(dir) ? fs.readdirSync(dir) : []).filter((f) => f.startsWith(prefix)).sort();
+    const chosen = logs.filter((f) => !opts.container || f === `${prefix}${opts.container}.log`);
+    files = chosen.map((f) => ({
+      file: path.join(dir, f),
+      prefix: chosen.length > 1 ? `[${f.slice(prefix.length, -4)}] ` : '',
+    }));
+  } else if (target.startsWith('node/')) {
     const node = target.slice(5);
     if (!topo.nodes.some((n) => n.name === node))
       throw new CliError(`no node ${node} (nodes: ${topo.nodes.map((x) => x.name).join(', ')})`);
@@ -1110,6 +1259,7 @@ export async function labDown(nameOpt: string | undefined, out: Printer): Promis
   // The controller first, so that it starts nothing while the rest goes.
   const hadController = await stopController(name);
   if (hadController) out.out('controller: stopped');
+  if ((await stopKubernetes(name)) > 0) out.out('kubernetes: control plane and kubelet stopped');
   // The agents are recorded processes: the sweep kills them. What they attached goes with the
   // namespaces (tc links), their file descriptors (cgroup links) and the pin directory.
   const orphans = killPodProcesses(name);

@@ -7,6 +7,9 @@
 //                     node; direct overlay: remote pod CIDR via remote node IP dev eth0
 //   sl-<lab>-ext      an external client, .200 on the underlay; knows only node IPs (and routes
 //                     added with addExternalRoute)
+//   sl-<lab>-cp       with controlPlane only: the host of a real Kubernetes control plane
+//                     (src/lab/kubernetes/), .250 on the underlay, attached like ext; routes each
+//                     node's pod CIDR via that node so that pods reach the API server directly
 //   sl-<lab>-p-<pod>  a pod: eth0 with a /32 from its node's pod CIDR, default route via
 //                     169.254.1.1 (link scope) answered by proxy ARP on the host side veth
 //                     `slw<8 hex>` (MAC ee:ee:ee:ee:ee:ee), which has a /32 route to the pod
@@ -52,6 +55,8 @@ export interface TopologyOptions {
   podCidr?: string;
   /** Create the external namespace (default true). */
   external?: boolean;
+  /** Create the control-plane namespace `cp` (.250 on the underlay; default false). */
+  controlPlane?: boolean;
   /** Pods that up() creates, in order. */
   pods?: Array<{ node: number; name: string }>;
   /** Called with a short description of each step of up()/down(). */
@@ -96,6 +101,15 @@ export interface ExternalHost {
   routes: Array<{ cidr: string; via: string }>;
 }
 
+/** The host of the lab's Kubernetes control plane (a namespace on the underlay, like ext). */
+export interface ControlPlaneHost {
+  name: 'cp';
+  ns: string;
+  ip: string;
+  eth0Mac: string;
+  eth0Ifindex: number;
+}
+
 export interface LabDescription {
   name: string;
   overlay: Overlay;
@@ -105,6 +119,7 @@ export interface LabDescription {
   fabric: { ns: string; bridge: string };
   nodes: LabNode[];
   external: ExternalHost | null;
+  controlPlane: ControlPlaneHost | null;
   pods: Pod[];
 }
 
@@ -115,6 +130,8 @@ interface LabConfig {
   underlay: string;
   podCidr: string;
   external: boolean;
+  /** Only present when true, so that the state of labs without it reads the same as before. */
+  controlPlane?: true;
 }
 
 interface LabState {
@@ -299,6 +316,7 @@ export class Topology {
   readonly fabric: { ns: string; bridge: string };
   readonly nodes: LabNode[] = [];
   readonly external: ExternalHost | null;
+  readonly controlPlane: ControlPlaneHost | null;
   private readonly config: LabConfig;
   private readonly podMap = new Map<string, Pod>();
   private readonly extRoutes = new Map<string, string>();
@@ -324,6 +342,7 @@ export class Topology {
     if (p.prefix > 24 || 2 ** (24 - p.prefix) <= nodes)
       throw new Error(`pod CIDR ${podCidr} has no room for ${nodes} node /24s (node i gets the i-th /24)`);
     this.config = { name: opts.name, nodes, overlay, underlay, podCidr, external: opts.external ?? true };
+    if (opts.controlPlane) this.config.controlPlane = true;
     this.name = opts.name;
     this.overlay = overlay;
     this.underlay = underlay;
@@ -356,6 +375,15 @@ export class Topology {
           eth0Mac: '02:5c:03:00:00:c8',
           eth0Ifindex: 0,
           routes: [],
+        }
+      : null;
+    this.controlPlane = this.config.controlPlane
+      ? {
+          name: 'cp',
+          ns: `sl-${this.name}-cp`,
+          ip: ipString(u.base + 250),
+          eth0Mac: '02:5c:04:00:00:fa',
+          eth0Ifindex: 0,
         }
       : null;
     for (const pod of opts.pods ?? []) this.declarePod(pod.node, pod.name);
@@ -396,6 +424,7 @@ export class Topology {
       this.fabric.ns,
       ...this.nodes.map((n) => n.ns),
       ...(this.external ? [this.external.ns] : []),
+      ...(this.controlPlane ? [this.controlPlane.ns] : []),
       ...this.pods.map((p) => p.ns),
     ];
   }
@@ -422,6 +451,7 @@ export class Topology {
       fabric: { ...this.fabric },
       nodes: this.nodes.map((n) => ({ ...n })),
       external: this.external ? { ...this.external, routes: this.externalRoutes() } : null,
+      controlPlane: this.controlPlane ? { ...this.controlPlane } : null,
       pods: this.pods.map((p) => ({ ...p })),
     };
   }
@@ -668,7 +698,11 @@ export class Topology {
 
     say('fabric');
     const f = this.fabric.ns;
-    const fabricPorts = [...this.nodes.map((n) => n.name), ...(this.external ? ['ext'] : [])];
+    const fabricPorts = [
+      ...this.nodes.map((n) => n.name),
+      ...(this.external ? ['ext'] : []),
+      ...(this.controlPlane ? ['cp'] : []),
+    ];
     const fl: string[] = ['link set lo up'];
     if (!has(f, BRIDGE)) fl.push(`link add ${BRIDGE} type bridge stp_state 0`);
     fl.push(`link set ${BRIDGE} up`);
@@ -676,6 +710,8 @@ export class Topology {
       if (!has(f, n.name)) fl.push(`link add ${n.name} type veth peer name eth0 netns ${n.ns}`);
     }
     if (this.external && !has(f, 'ext')) fl.push(`link add ext type veth peer name eth0 netns ${this.external.ns}`);
+    if (this.controlPlane && !has(f, 'cp'))
+      fl.push(`link add cp type veth peer name eth0 netns ${this.controlPlane.ns}`);
     for (const port of fabricPorts) fl.push(`link set ${port} master ${BRIDGE} up`);
     await batch('ip', f, fl);
     const fabricOffloads = offloadsOff(f, fabricPorts);
@@ -688,6 +724,7 @@ export class Topology {
         await this.configureNode(n, u.prefix, has);
       }),
       this.configureExternal(u.prefix),
+      this.configureControlPlane(u.prefix),
     ]);
 
     say('pods');
@@ -744,6 +781,20 @@ export class Topology {
     ];
     await batch('ip', e.ns, l);
     await offloadsOff(e.ns, ['eth0']);
+  }
+
+  /** The control-plane host: like ext, plus a route to each node's pods via that node. */
+  private async configureControlPlane(underlayPrefix: number): Promise<void> {
+    const c = this.controlPlane;
+    if (!c) return;
+    await batch('ip', c.ns, [
+      'link set lo up',
+      `link set eth0 address ${c.eth0Mac}`,
+      `addr replace ${c.ip}/${underlayPrefix} dev eth0`,
+      'link set eth0 up',
+      ...this.nodes.map((n) => `route replace ${n.podCidr} via ${n.ip} dev eth0`),
+    ]);
+    await offloadsOff(c.ns, ['eth0']);
   }
 
   /** Creates (or repairs) pods; their namespaces must be on record and their nodes configured. */
@@ -825,6 +876,7 @@ export class Topology {
       if (this.overlay === 'vxlan') n.vxlanIfindex = ifindexIn(n.ns, VXLAN_DEV);
     }
     if (this.external) this.external.eth0Ifindex = ifindexIn(this.external.ns, 'eth0');
+    if (this.controlPlane) this.controlPlane.eth0Ifindex = ifindexIn(this.controlPlane.ns, 'eth0');
     for (const p of this.pods) p.hostIfindex = ifindexIn(this.node(p.node).ns, p.hostIf);
   }
 
@@ -850,6 +902,7 @@ export class Topology {
         if (n.vxlanIfindex !== undefined) n.vxlanIfindex = 0;
       }
       if (this.external) this.external.eth0Ifindex = 0;
+      if (this.controlPlane) this.controlPlane.eth0Ifindex = 0;
       for (const p of this.pods) p.hostIfindex = 0;
       say?.('done');
       return r;
