@@ -31,6 +31,7 @@
 // back by WatchOptions.resourceVersion and waitFor, which also take a plain resourceVersion
 // meaning "this revision for every kind"; waitFor compares revisions as numbers, as etcd makes
 // them, and a quiet kind moves forward with bookmarks).
+import { setMaxListeners } from 'node:events';
 import http from 'node:http';
 import https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -643,6 +644,9 @@ export class KubernetesWatch implements Watch {
     private readonly onStop: () => void,
   ) {
     this.signal = this.abort.signal;
+    // One watch per kind listens on this signal (14 kinds and counting): above Node's default
+    // warning threshold of 10, and expected.
+    setMaxListeners(64, this.signal);
     this.synced = new Promise<void>((resolve, reject) => {
       this.markSynced = resolve;
       this.failSynced = reject;
