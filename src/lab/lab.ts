@@ -555,7 +555,8 @@ export async function labUp(opts: UpOptions): Promise<number> {
       if (!ok) return 1;
       if (opts.demo) {
         out.out('');
-        await demoCheck(name, out);
+        // The demo's promise is its live check: a failed line fails the command.
+        if (!(await demoCheck(name, out))) return 1;
       }
       return failed ? 1 : 0;
     } finally {
