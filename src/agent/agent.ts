@@ -451,16 +451,7 @@ export class Agent {
       desired.set(r.ifindex, { addr: r.addr, rpf, ...(key ? this.policy.tablesFor(key) : {}) });
     }
     // Host endpoints of this node: by interface name, or "*" for every host data interface.
-    const failsafe = {
-      ingress: this.cfg.failsafeInboundHostPorts.map((f) => ({
-        protocol: f.protocol === 'TCP' ? 6 : 17,
-        port: f.port,
-      })),
-      egress: this.cfg.failsafeOutboundHostPorts.map((f) => ({
-        protocol: f.protocol === 'TCP' ? 6 : 17,
-        port: f.port,
-      })),
-    };
+    const failsafe = this.failsafePorts();
     for (const [ifname, a] of this.attached) {
       if (a.role !== 'host') continue;
       const heps = [...this.hostEndpoints.values()].filter((h) => h.spec?.node === this.opts.nodeName);

@@ -69,8 +69,7 @@ export function loadBtf(data: Buffer, source: string): number {
       return bpf(Cmd.BTF_LOAD, attr, 'BPF_BTF_LOAD', source);
     } catch (err2) {
       if (!(err2 instanceof BpfError)) throw err2;
-      const end = log.indexOf(0);
-      const text = log.toString('utf8', 0, end < 0 ? log.length : end);
+      const text = logText(log);
       throw new BpfError(err2.code, {
         op: 'BPF_BTF_LOAD',
         object: source,
@@ -80,6 +79,12 @@ export function loadBtf(data: Buffer, source: string): number {
       });
     }
   }
+}
+
+/** A kernel log buffer's text, up to its terminating NUL. */
+function logText(log: Buffer): string {
+  const end = log.indexOf(0);
+  return log.toString('utf8', 0, end < 0 ? log.length : end);
 }
 
 /** The last lines of a verifier log, where the reason for a rejection is. */
@@ -99,8 +104,7 @@ export function loadProgramFd(spec: ProgramLoadSpec): number {
       return fd; // loads with a log but not without: should not happen, but the fd is good
     } catch (err2) {
       if (!(err2 instanceof BpfError)) throw err2;
-      const end = log.indexOf(0);
-      const text = log.toString('utf8', 0, end < 0 ? log.length : end);
+      const text = logText(log);
       throw new BpfError(err2.code, {
         op: 'BPF_PROG_LOAD',
         object: spec.name,

@@ -174,11 +174,10 @@ function compileRule(rule: Rule, dir: Direction, ep: EndpointInfo, c: SetCollect
     ['source.notPorts', notSport],
     ['destination.notPorts', notDport],
   ] as const) {
-    if (f !== 'source.ports' && r.length > RULE_PORTS)
+    // Destination ports split over several rules; the others must fit in one.
+    if (r.length > RULE_PORTS)
       throw new PolicyError(rule.name, f, `more than ${RULE_PORTS} port ranges are not supported`);
   }
-  if (sport.length > RULE_PORTS)
-    throw new PolicyError(rule.name, 'source.ports', `more than ${RULE_PORTS} port ranges are not supported`);
   const merged = mergeRanges(dport);
   return chunks(merged, RULE_PORTS).map((ranges, i) => ({
     action: ACTIONS[rule.action],

@@ -158,9 +158,8 @@ export function renderRuleset(endpoints: NftEndpoint[], members: SetMembers, exi
       output.push(`oifname ${ifn} jump ${c}`);
     }
   }
-  const ordered = fwd;
   for (const [hook, lines] of [
-    ['forward', ordered],
+    ['forward', fwd],
     ['input', input],
     ['output', output],
   ] as const) {

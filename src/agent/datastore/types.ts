@@ -38,24 +38,10 @@ export type {
 } from '../../lab/store.js';
 export { API_VERSIONS, KINDS, isKind, isNamespaced, keyOf, objectKey } from '../../lab/store.js';
 
-import type { Kind } from '../../lab/store.js';
+import { KINDS, type Kind } from '../../lab/store.js';
 
 /** What the node agent watches (the lab's Deployments are the lab controller's business). */
-export const AGENT_KINDS: readonly Kind[] = [
-  'Namespace',
-  'Node',
-  'Pod',
-  'Service',
-  'EndpointSlice',
-  'NetworkPolicy',
-  'FelixConfiguration',
-  'Tier',
-  'CalicoNetworkPolicy',
-  'GlobalNetworkPolicy',
-  'NetworkSet',
-  'GlobalNetworkSet',
-  'HostEndpoint',
-];
+export const AGENT_KINDS: readonly Kind[] = KINDS.filter((k) => k !== 'Deployment');
 
 /** The subset of a pino logger the datastores use (a pino Logger satisfies it). */
 export interface DatastoreLogger {
