@@ -186,6 +186,48 @@ export async function killRecorded(dir: string, waitMs = 5000, target?: string):
   return killed;
 }
 
+/**
+ * Kills (SIGKILL) every process whose network namespace is one of `namespaces` (names under
+ * /run/netns) and waits until they are gone. The namespaces belong to the lab, so whatever runs
+ * in them was started by it, directly or by a child that outlived the records (a command an
+ * agent was running when it was killed, a daemon a pod forked into its own process group).
+ * Returns the PIDs with their command names, so that a leftover can be told apart.
+ */
+export async function killInNamespaces(
+  namespaces: readonly string[],
+  waitMs = 5000,
+): Promise<Array<{ pid: number; comm: string }>> {
+  const inodes = new Set<number>();
+  for (const ns of namespaces) {
+    try {
+      inodes.add(fs.statSync(`/run/netns/${ns}`).ino);
+    } catch {
+      // not mounted
+    }
+  }
+  const killed: Array<{ pid: number; comm: string }> = [];
+  if (inodes.size === 0) return killed;
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    try {
+      const ino = Number(/\[(\d+)\]/.exec(fs.readlinkSync(`/proc/${pid}/ns/net`))?.[1]);
+      if (!inodes.has(ino) || goneOrZombie(pid)) continue;
+      const comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      process.kill(pid, 'SIGKILL');
+      killed.push({ pid, comm });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const deadline = Date.now() + waitMs;
+  while (killed.some((k) => !goneOrZombie(k.pid)) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return killed;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running
 

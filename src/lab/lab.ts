@@ -1268,11 +1268,14 @@ export async function labDown(nameOpt: string | undefined, out: Printer): Promis
   removePinDir(labPinRoot(name));
   removeNodeCgroups(name);
   fs.rmSync(upLockPath(name), { force: true });
-  const processes = orphans.length + swept.killed.length;
+  const processes = orphans.length + swept.killed.length + swept.strays.length;
   if (existed)
     out.out(
       `lab "${name}" removed: ${swept.namespaces.length} namespaces` +
-        (processes > 0 ? `, ${processes} leftover processes killed` : ''),
+        (processes > 0 ? `, ${processes} leftover processes killed` : '') +
+        (swept.strays.length > 0
+          ? ` (unrecorded: ${swept.strays.map((s) => `${s.comm}[${s.pid}]`).join(', ')})`
+          : ''),
     );
   else out.out(`no lab "${name}": nothing to remove`);
   return { name, namespaces: swept.namespaces, processes, existed };

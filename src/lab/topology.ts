@@ -31,6 +31,7 @@ import {
   batch,
   describeFailure,
   execIn,
+  killInNamespaces,
   killRecorded,
   ProcessRecorder,
   run,
@@ -304,7 +305,10 @@ async function linkNames(ns: string): Promise<Set<string>> {
 
 export interface SweepResult {
   namespaces: string[];
+  /** Recorded processes that were still running. */
   killed: number[];
+  /** Unrecorded processes found in the lab's namespaces, with their command names. */
+  strays: Array<{ pid: number; comm: string }>;
 }
 
 export class Topology {
@@ -918,10 +922,11 @@ export class Topology {
     checkLabName(name);
     const killed = await killRecorded(procsDir(name));
     const namespaces = labNamespaces(name);
+    const strays = await killInNamespaces(namespaces);
     const left = await deleteNamespaces(namespaces);
     if (left.length > 0) throw new Error(`lab ${name}: cannot delete namespaces: ${left.join('; ')}`);
     fs.rmSync(labDir(name), { recursive: true, force: true });
-    return { namespaces, killed };
+    return { namespaces, killed, strays };
   }
 
   // -------------------------------------------------------------------------------------------

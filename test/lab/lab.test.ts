@@ -163,7 +163,15 @@ async function assertNothingLeft(lab: string, pids: number[]): Promise<void> {
   assert.deepEqual(netnsOf(lab), [], 'no namespaces left');
   const deadline = Date.now() + 3000;
   while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  assert.deepEqual(pids.filter(alive), [], 'no processes left');
+  const describe = (pid: number): string => {
+    try {
+      const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return `${pid} ${st.slice(st.indexOf('('), st.lastIndexOf(')') + 3)} netns ${fs.readlinkSync(`/proc/${pid}/ns/net`)}`;
+    } catch {
+      return `${pid} (gone)`;
+    }
+  };
+  assert.deepEqual(pids.filter(alive).map(describe), [], 'no processes left');
   assert.ok(!fs.existsSync(`/run/sluice/lab-${lab}`), 'no state directory left');
   assert.ok(!fs.existsSync(`/run/sluice/lab-${lab}.up.lock`), 'no lock left');
   assert.ok(!fs.existsSync(labPinRoot(lab)), 'no pins left');
