@@ -1,6 +1,6 @@
 // `sluice lab ...` and `sluice echo ...`. The command-line contract of the lab (scripts outside
 // this repository depend on it; keep it stable):
-//   sluice lab up [--nodes N] [--name NAME] [-f FILE]... [--demo] [--kubernetes]
+//   sluice lab up [--nodes N] [--name NAME] [-f FILE]... [--demo] [--kubernetes [--proxy WHO] [--no-sluice]]
 //   sluice lab status [-o json]
 //   sluice lab exec TARGET -- CMD ARGS...     TARGET: [namespace/]POD, node/NAME, external
 //                                             (with --kubernetes also control-plane)
@@ -27,6 +27,7 @@ import {
 import { runController } from '../lab/controller.js';
 import { labKubectl } from '../lab/kubernetes/commands.js';
 import { runKubeKubelet } from '../lab/kubernetes/kubelet.js';
+import { PROXY_MODES, type ProxyMode } from '../lab/kubernetes/kube-proxy.js';
 import { CliError, formatJson, outputFormats, stdio, type OutputFormat } from './output.js';
 
 /** Ends the process with `code` once stdout and stderr are flushed (0: let the caller return). */
@@ -75,6 +76,13 @@ export function registerLabCommands(program: Command): void {
       '--kubernetes',
       'run a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager; `npm run build:kubernetes`) in the lab: the agents use its API server, -f files go to it',
     )
+    .addOption(
+      new Option(
+        '--proxy <who>',
+        "with --kubernetes, who serves Services: sluice (default), or a real kube-proxy DaemonSet in iptables or nftables mode, with Sluice beside it in the standard dataplane (bpfEnabled: false), as before the seed's steps",
+      ).choices([...PROXY_MODES]),
+    )
+    .option('--no-sluice', "with a kube-proxy mode: do not start Sluice's agents (kube-proxy alone, for comparisons)")
     .action(
       async (opts: {
         nodes?: number;
@@ -84,6 +92,8 @@ export function registerLabCommands(program: Command): void {
         demo?: boolean;
         timeout: number;
         kubernetes?: boolean;
+        proxy?: ProxyMode;
+        sluice: boolean;
       }) => {
         const code = await labUp({
           name: opts.name,
@@ -93,6 +103,8 @@ export function registerLabCommands(program: Command): void {
           demo: opts.demo,
           waitMs: opts.timeout * 1000,
           kubernetes: opts.kubernetes,
+          proxy: opts.proxy,
+          sluice: opts.sluice ? undefined : false,
           out: stdio,
         });
         await exitWith(code);

@@ -64,6 +64,7 @@ import {
 } from './kubernetes/control-plane.js';
 import { findKubePod, kubeconfigHint, kubectlFiles, waitKubePodsReady } from './kubernetes/commands.js';
 import { readKubePods } from './kubernetes/kubelet.js';
+import { installKubeProxy, readProxySetup, writeProxySetup, type ProxyMode } from './kubernetes/kube-proxy.js';
 
 export const DEFAULT_LAB = 'lab';
 export const DEFAULT_NODES = 3;
@@ -441,6 +442,14 @@ export interface UpOptions {
   waitMs?: number;
   /** Run a real Kubernetes control plane in the lab; the agents use its API server. */
   kubernetes?: boolean;
+  /**
+   * With `kubernetes`: who serves Services. `sluice` (default): the agents in eBPF mode.
+   * `kube-proxy-iptables|nftables`: a real kube-proxy DaemonSet, and the agents in the standard
+   * dataplane (bpfEnabled: false), as a Calico node is before the seed's steps.
+   */
+  proxy?: ProxyMode;
+  /** Start Sluice's agents (default true); false with a kube-proxy mode leaves kube-proxy alone. */
+  sluice?: boolean;
   out: Printer;
 }
 
@@ -473,10 +482,23 @@ export async function labUp(opts: UpOptions): Promise<number> {
     }
     if (kubernetes && opts.demo)
       throw new CliError('--demo runs on the lab store: it is not available with --kubernetes yet (use -f FILE)');
+    if (!kubernetes && (opts.proxy !== undefined || opts.sluice === false))
+      throw new CliError('--proxy and --no-sluice need a Kubernetes control plane: add --kubernetes');
+    const prevProxy = prev ? readProxySetup(name) : undefined;
+    const proxy = opts.proxy ?? prevProxy?.proxy ?? 'sluice';
+    const withSluice = opts.sluice ?? prevProxy?.sluice ?? true;
+    if (prevProxy && (prevProxy.proxy !== proxy || prevProxy.sluice !== withSluice))
+      throw new CliError(
+        `lab ${name} exists with --proxy ${prevProxy.proxy}${prevProxy.sluice ? '' : ' --no-sluice'}; ` +
+          `remove it first (\`sluice lab down --name ${name}\`) to change that`,
+      );
+    if (proxy === 'sluice' && !withSluice)
+      throw new CliError('--no-sluice with --proxy sluice leaves no one to serve Services: pick a kube-proxy mode');
     const binaries = kubernetes ? findKubernetesBinaries() : undefined; // before anything is made
     out.out(
       `lab "${name}": ${nodes} node${nodes === 1 ? '' : 's'}, ${overlay} overlay` +
-        (kubernetes ? ', Kubernetes control plane' : ''),
+        (kubernetes ? ', Kubernetes control plane' : '') +
+        (proxy !== 'sluice' ? `, ${proxy}${withSluice ? ' beside Sluice (standard dataplane)' : ', no Sluice'}` : ''),
     );
     let controller = liveController(name);
     let controlPlane: Promise<StartedControlPlane> | undefined;
@@ -526,13 +548,28 @@ export async function labUp(opts: UpOptions): Promise<number> {
             : ' (already running)'),
       );
     }
+    if (kubernetes && kubeconfig) {
+      writeProxySetup(name, { proxy, sluice: withSluice });
+      if (proxy !== 'sluice') {
+        await installKubeProxy(name, {
+          binaries: binaries ?? findKubernetesBinaries(),
+          mode: proxy === 'kube-proxy-nftables' ? 'nftables' : 'iptables',
+          kubeconfig,
+          clusterCidr: topo.podCidr,
+        });
+        say(
+          `kube-proxy: DaemonSet kube-system/kube-proxy (${proxy.slice('kube-proxy-'.length)} mode) installed; Sluice's FelixConfiguration default set to bpfEnabled: false`,
+        );
+      }
+    }
     const store = await openStore(name);
     try {
       const [agents] = await Promise.all([
-        startAgents(topo, store, kubeconfig),
+        withSluice ? startAgents(topo, store, kubeconfig) : Promise.resolve([]),
         kubernetes ? waitPodsAdmitted(name) : undefined,
       ]);
-      say(`agents: ${agents.map((a) => `${a.node} ${a.detail.split(':')[0]}`).join(', ')}`);
+      if (withSluice) say(`agents: ${agents.map((a) => `${a.node} ${a.detail.split(':')[0]}`).join(', ')}`);
+      else say('agents: not started (--no-sluice): kube-proxy alone serves Services');
       const files = [...(opts.demo ? [DEMO_FILE] : []), ...(opts.files ?? [])];
       let failed = false;
       if (files.length > 0) {
@@ -543,7 +580,7 @@ export async function labUp(opts: UpOptions): Promise<number> {
       }
       const ok = kubernetes
         ? (await waitKubePodsReady(name, opts.waitMs ?? 120_000, (l) => say(l))) &&
-          (await waitAgentsProgrammed(name, store, say, 30_000, true))
+          (!withSluice || (await waitAgentsProgrammed(name, store, say, 30_000, true)))
         : (await waitPodsReady(store, opts.waitMs ?? 120_000, (l) => say(l), name)) &&
           (await waitAgentsProgrammed(name, store, say));
       const secs = ((performance.now() - t0) / 1000).toFixed(1);
@@ -828,7 +865,7 @@ export interface LabStatus {
   networkPolicies: Array<{ namespace: string; name: string }>;
   revision: string;
   /** A lab made with --kubernetes: its API server (pods then include the lab kubelet's). */
-  kubernetes: { server: string; kubeconfig: string; kubelet: string } | null;
+  kubernetes: { server: string; kubeconfig: string; kubelet: string; proxy: string } | null;
 }
 
 function kubernetesStatus(name: string): LabStatus['kubernetes'] {
@@ -839,6 +876,9 @@ function kubernetesStatus(name: string): LabStatus['kubernetes'] {
     server: st.server,
     kubeconfig: st.kubeconfig,
     kubelet: k ? `${k.state} (pid ${k.pid})${k.error ? `: ${k.error}` : ''}` : 'NOT RUNNING',
+    proxy: ((p) => (p ? `${p.proxy}${p.proxy !== 'sluice' && !p.sluice ? ' (no Sluice)' : ''}` : 'sluice'))(
+      readProxySetup(name),
+    ),
   };
 }
 
@@ -960,7 +1000,7 @@ export function formatStatus(s: LabStatus): string {
   lines.push(`agents: ${s.agents.running ? 'running' : `none: ${s.agents.detail}`}`);
   if (s.kubernetes)
     lines.push(
-      `kubernetes: API server ${s.kubernetes.server}, kubelet ${s.kubernetes.kubelet}; KUBECONFIG=${s.kubernetes.kubeconfig}`,
+      `kubernetes: API server ${s.kubernetes.server}, kubelet ${s.kubernetes.kubelet}, Services by ${s.kubernetes.proxy}; KUBECONFIG=${s.kubernetes.kubeconfig}`,
     );
   lines.push('');
   lines.push(
@@ -1273,9 +1313,7 @@ export async function labDown(nameOpt: string | undefined, out: Printer): Promis
     out.out(
       `lab "${name}" removed: ${swept.namespaces.length} namespaces` +
         (processes > 0 ? `, ${processes} leftover processes killed` : '') +
-        (swept.strays.length > 0
-          ? ` (unrecorded: ${swept.strays.map((s) => `${s.comm}[${s.pid}]`).join(', ')})`
-          : ''),
+        (swept.strays.length > 0 ? ` (unrecorded: ${swept.strays.map((s) => `${s.comm}[${s.pid}]`).join(', ')})` : ''),
     );
   else out.out(`no lab "${name}": nothing to remove`);
   return { name, namespaces: swept.namespaces, processes, existed };

@@ -17,7 +17,10 @@ export interface KubernetesBinaries {
   etcd: string;
   kubeApiserver: string;
   kubeControllerManager: string;
+  kubeProxy: string;
   kubectl: string;
+  /** The Kubernetes release they were built from (`v1.37.2`), read from the cache directory's name. */
+  version: string;
 }
 
 /** The bin directory if the binaries are built, else undefined (never builds). */
@@ -40,7 +43,7 @@ export function kubernetesBinDir(env: NodeJS.ProcessEnv = process.env): string |
 /** Why the binaries cannot be used, as one sentence that says what to run. */
 export function missingBinariesMessage(): string {
   return (
-    'the Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, kubectl) are not built: ' +
+    'the Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, kube-proxy, kubectl) are not built: ' +
     `run \`${BUILD_COMMAND}\` first (about 25 minutes on 2 cores the first time; ` +
     'it needs the Go toolchain and builds into ~/.cache/sluice/kubernetes)'
   );
@@ -55,9 +58,11 @@ export function findKubernetesBinaries(env: NodeJS.ProcessEnv = process.env): Ku
     etcd: path.join(dir, 'etcd'),
     kubeApiserver: path.join(dir, 'kube-apiserver'),
     kubeControllerManager: path.join(dir, 'kube-controller-manager'),
+    kubeProxy: path.join(dir, 'kube-proxy'),
     kubectl: path.join(dir, 'kubectl'),
+    version: /^(v\d+\.\d+\.\d+)/.exec(path.basename(path.dirname(dir)))?.[1] ?? 'unknown',
   };
-  for (const f of [bins.etcd, bins.kubeApiserver, bins.kubeControllerManager, bins.kubectl]) {
+  for (const f of [bins.etcd, bins.kubeApiserver, bins.kubeControllerManager, bins.kubeProxy, bins.kubectl]) {
     try {
       fs.accessSync(f, fs.constants.X_OK);
     } catch {

@@ -195,7 +195,7 @@ export class KubeLabKubelet {
     const sel = p.spec?.nodeSelector ?? {};
     const candidates = this.topo.nodes.filter((n) => {
       const labels = nodeLabels(n.name);
-      return Object.entries(sel).every(([k, v]) => labels[k] === v);
+      return Object.entries(sel).every(([k, v]) => labels[k] === v) && nodeAffinityAdmits(p, n.name, labels);
     });
     if (candidates.length === 0) return undefined;
     const count = new Map(candidates.map((n) => [n.name, 0]));
@@ -455,4 +455,45 @@ export async function runKubeKubelet(name: string): Promise<number> {
   await kubelet.stop();
   api.close();
   return 0;
+}
+
+type NodeSelectorRequirement = { key: string; operator: string; values?: string[] };
+
+function requirementHolds(r: NodeSelectorRequirement, value: string | undefined): boolean {
+  const values = r.values ?? [];
+  switch (r.operator) {
+    case 'In':
+      return value !== undefined && values.includes(value);
+    case 'NotIn':
+      return value === undefined || !values.includes(value);
+    case 'Exists':
+      return value !== undefined;
+    case 'DoesNotExist':
+      return value === undefined;
+    case 'Gt':
+    case 'Lt': {
+      const a = Number(value);
+      const b = Number(values[0]);
+      if (value === undefined || !Number.isInteger(a) || !Number.isInteger(b)) return false;
+      return r.operator === 'Gt' ? a > b : a < b;
+    }
+    default:
+      return false;
+  }
+}
+
+/**
+ * The pod's required node affinity (the terms are ORed, the requirements of a term ANDed), as
+ * the scheduler reads it. The DaemonSet controller pins each of its pods to one node with a
+ * `metadata.name` field requirement.
+ */
+export function nodeAffinityAdmits(p: Pod, node: string, labels: Record<string, string>): boolean {
+  const required = p.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution;
+  const terms = required?.nodeSelectorTerms ?? [];
+  if (terms.length === 0) return true;
+  return terms.some(
+    (t) =>
+      (t.matchExpressions ?? []).every((r) => requirementHolds(r, labels[r.key])) &&
+      (t.matchFields ?? []).every((r) => requirementHolds(r, r.key === 'metadata.name' ? node : undefined)),
+  );
 }
