@@ -453,8 +453,21 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 	struct sl_ct_key k;
 	int src_is_b = sl_ct_key_of(&x.t, &k);
 	struct sl_ct *ct = bpf_map_lookup_elem(&sl_ct_v1, &k);
-	if (ct)
+	if (ct) {
+		skb->mark |= SL_MARK_SEEN;
 		return sl_established(skb, &x, ct, src_is_b);
+	}
+	/* A TCP segment conntrack does not know that is not an opening SYN (a SYN-ACK included):
+	 * part of a connection the kernel carried before the eBPF dataplane took over, whose NAT
+	 * (kube-proxy's) lives on in the kernel's conntrack. Left to the kernel untouched, so that
+	 * enabling eBPF mode breaks no connection, not even one mid-handshake; the node's guard
+	 * rule (SL_MARK_KERNEL_PATH) drops it there unless the kernel knows the connection. */
+	if (x.p.proto == IPPROTO_TCP && (x.p.tcp_seen & (SL_TCP_SYN | SL_TCP_ACK)) != SL_TCP_SYN) {
+		skb->mark |= SL_MARK_KERNEL_PATH;
+		sl_count(x.c, SL_CNT_KERNEL_PATH);
+		return TC_ACT_OK;
+	}
+	skb->mark |= SL_MARK_SEEN;
 
 	if (role == SL_FROM_WEP || role == SL_TO_WEP) {
 		x.ep = sl_ep_lookup(skb->ifindex);
@@ -497,6 +510,30 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 	sl_count(x.c, SL_CNT_ACCEPTED);
 	if (x.from_tunnel)
 		return sl_forward(skb, &x.p, x.p.saddr, x.p.daddr, 1);
+	return TC_ACT_OK;
+}
+
+/* The kernel's overlay device (vxlan.sl, vxlan.calico, tunl0), where pod traffic from other
+ * nodes arrives decapsulated. The programs on the pods' interfaces serve these flows; here a
+ * packet only learns which path it is on, as the kernel's conntrack must know: the eBPF
+ * dataplane's (a flow conntrack knows, or a new one: bypass the kernel's conntrack) or the
+ * kernel's (a connection from before eBPF mode: its replies need the kernel's NAT). */
+SEC("tc")
+int sl_from_overlay(struct __sk_buff *skb)
+{
+	struct sl_pkt p;
+	if (sl_parse(skb, &p) != SL_PARSE_OK || p.frag)
+		return TC_ACT_OK;
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP && p.proto != IPPROTO_ICMP)
+		return TC_ACT_OK;
+	struct sl_tuple t = { .saddr = p.saddr, .daddr = p.daddr, .sport = p.sport, .dport = p.dport, .proto = p.proto };
+	struct sl_ct_key k;
+	sl_ct_key_of(&t, &k);
+	if (!bpf_map_lookup_elem(&sl_ct_v1, &k) && p.proto == IPPROTO_TCP &&
+	    (p.tcp_seen & (SL_TCP_SYN | SL_TCP_ACK)) != SL_TCP_SYN)
+		skb->mark |= SL_MARK_KERNEL_PATH;
+	else
+		skb->mark |= SL_MARK_SEEN;
 	return TC_ACT_OK;
 }
 

@@ -23,6 +23,7 @@ enum sl_counter {
 	SL_CNT_DROP_NO_BACKEND,
 	SL_CNT_DROP_OTHER,
 	SL_CNT_DROP_RPF, /* a workload sending from an address that is not its own */
+	SL_CNT_KERNEL_PATH, /* a TCP segment of a connection conntrack does not know, left to the kernel */
 	SL_CNT_MAX = 16,
 };
 

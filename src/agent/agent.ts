@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { NodeDatapath } from '../datapath/node.js';
+import { NodeDatapath, type InterfaceRole } from '../datapath/node.js';
 import { cidrKey, RouteFlags, type Route, type RouteKey } from '../datapath/routes.js';
 import { Proto } from '../datapath/nat.js';
 import { COUNTERS_MAP, CT_MAP, NAT_AFF_MAP, NAT_BE_MAP, NAT_FE_MAP, ROUTES_MAP } from '../datapath/index.js';
@@ -38,8 +38,15 @@ import { EP_MAP, IPSETS_MAP, LOG_MAP, RULES_MAP, epMap, ipsetsMap, logEvent, rul
 import { RingBufReader } from '../bpf/ringbuf.js';
 import { IpSets } from '../policy/ipsets.js';
 import { NftPolicyBackend, type NftEndpoint } from '../policy/nftables.js';
+import { KernelPathGuard } from './kernel-path-guard.js';
 import { IPSET_PREFIX_FIXED } from '../datapath/policy.js';
 
+
+/**
+ * The kernel's tunnel devices of the pod network (the lab's and Calico's names): traffic from other
+ * nodes arrives on them decapsulated, and their ingress tells the kernel's conntrack its path.
+ */
+const OVERLAY_DEVICE = /^(vxlan\.sl|vxlan\.calico|vxlan-v6\.calico|tunl0|wireguard\.cali)$/;
 export interface AgentOptions {
   nodeName: string;
   /** The node's IP; by default its Node object's InternalIP. */
@@ -100,6 +107,7 @@ export class Agent {
   private readonly hostEndpoints = new Map<string, HostEndpointObject>();
   /** The standard dataplane's policy (nftables) and its IP sets, while eBPF mode is off. */
   private readonly nft = new NftPolicyBackend();
+  private readonly kernelPath = new KernelPathGuard();
   private nftSets: IpSets | undefined;
   private fwdPolicyFlag = 0;
   private logReader: RingBufReader | undefined;
@@ -108,7 +116,7 @@ export class Agent {
   private readonly podsByIp = new Map<string, string>();
   private watch: Watch | undefined;
   private network: NodeNetwork | undefined;
-  private attached = new Map<string, { ifindex: number; role: 'workload' | 'host' }>();
+  private attached = new Map<string, { ifindex: number; role: InterfaceRole }>();
   private routesInMap = new Map<string, [RouteKey, Route]>();
   private healthChecks = new Map<number, HealthCheckService>();
   private readonly health: HealthServers;
@@ -198,6 +206,9 @@ export class Agent {
     if (opts.detach) {
       this.datapath?.close({ unpin: true });
       await this.nft.remove().catch((err: unknown) => this.log.warn({ err }, 'removing the nftables policy failed'));
+      await this.kernelPath
+        .remove()
+        .catch((err: unknown) => this.log.warn({ err }, 'removing the kernel-path guard failed'));
     } else {
       this.datapath?.tc.close();
       this.datapath?.ctlb.close();
@@ -550,6 +561,9 @@ export class Agent {
     this.attached.clear();
     this.routesInMap.clear();
     this.firstSyncDone = false;
+    void this.kernelPath
+      .remove()
+      .catch((err: unknown) => this.log.warn({ err }, 'removing the kernel-path guard failed'));
     this.writeStatus();
   }
 
@@ -664,6 +678,10 @@ export class Agent {
       }
       this.datapath = this.loadDatapath();
       if (!this.datapath) return;
+      // Before any program is attached: connections the kernel carries now go on there.
+      await this.kernelPath
+        .install()
+        .catch((err: unknown) => this.log.warn({ err }, 'installing the kernel-path guard failed'));
       // eBPF mode takes over policy from the standard dataplane.
       this.nftSets = undefined;
       await this.nft.remove().catch((err: unknown) => this.log.warn({ err }, 'removing the nftables policy failed'));
@@ -791,10 +809,11 @@ export class Agent {
     const net = this.network!;
     const pattern = this.cfg.bpfDataIfacePattern;
     const workloads = new Set(net.workloadRoutes.map((r) => r.ifname));
-    const want = new Map<string, { ifindex: number; role: 'workload' | 'host' }>();
+    const want = new Map<string, { ifindex: number; role: InterfaceRole }>();
     for (const i of net.interfaces) {
       if (workloads.has(i.name) || this.workloadPrefixes.some((p) => i.name.startsWith(p)))
         want.set(i.name, { ifindex: i.ifindex, role: 'workload' });
+      else if (OVERLAY_DEVICE.test(i.name)) want.set(i.name, { ifindex: i.ifindex, role: 'overlay' });
       else if (pattern.test(i.name)) want.set(i.name, { ifindex: i.ifindex, role: 'host' });
     }
     for (const [name, a] of want) {

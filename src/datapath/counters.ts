@@ -24,6 +24,7 @@ export const counterNames = [
   'drop_no_backend',
   'drop_other',
   'drop_rpf',
+  'kernel_path',
 ] as const;
 export type CounterName = (typeof counterNames)[number];
 

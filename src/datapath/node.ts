@@ -22,7 +22,12 @@ import { ctMap, CtType, type CtKey } from './conntrack.js';
 import { CT_MAP, ROUTES_MAP } from './index.js';
 
 export type AttachMode = 'tcx' | 'legacy';
-export type InterfaceRole = 'workload' | 'host';
+/**
+ * `overlay`: the kernel's tunnel device (vxlan.sl, vxlan.calico, tunl0), where traffic from other
+ * nodes arrives decapsulated; its ingress program only tells the kernel's conntrack which path a
+ * packet is on (bpf/tc.c sl_from_overlay).
+ */
+export type InterfaceRole = 'workload' | 'host' | 'overlay';
 
 export interface NodeDatapathConfig {
   /** bpffs directory for this node's maps and links. */
@@ -42,9 +47,10 @@ export interface NodeDatapathConfig {
   onPinMismatch?: MismatchPolicy;
 }
 
-const programsFor: Record<InterfaceRole, Record<Direction, string>> = {
+const programsFor: Record<InterfaceRole, Partial<Record<Direction, string>>> = {
   workload: { ingress: 'sl_from_wep', egress: 'sl_to_wep' },
   host: { ingress: 'sl_from_hep', egress: 'sl_to_hep' },
+  overlay: { ingress: 'sl_from_overlay' },
 };
 
 interface Attachment {
@@ -124,7 +130,14 @@ export class NodeDatapath {
   attach(ifname: string, ifindex: number, role: InterfaceRole): void {
     for (const direction of ['ingress', 'egress'] as const) {
       const key = `${ifname}/${direction}`;
-      const prog = this.tc.program(programsFor[role][direction]);
+      const progName = programsFor[role][direction];
+      if (!progName) {
+        const existing = this.attachments.get(key);
+        if (existing) this.detachOne(existing);
+        this.attachments.delete(key);
+        continue;
+      }
+      const prog = this.tc.program(progName);
       const existing = this.attachments.get(key);
       if (existing && existing.ifindex === ifindex && existing.role === role) {
         // Same interface: swap in this load's program atomically.

@@ -4,14 +4,18 @@
 //   node echo-main.js client (--tcp|--udp|--http) HOST:PORT [...] [--timeout MS]
 //                            [--local-address ADDR] [--local-port PORT]
 //     prints one JSON line (EchoResult) per request; exit code 0 when all were answered, else 1
+//   node echo-main.js probe (--tcp|--udp) HOST:PORT [--interval MS] [--timeout MS] [--keep]
+//     continuous traffic until SIGTERM/SIGINT (echo-probe.ts); prints failures and a summary
 // `sluice echo` runs the same code through echoMain().
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { askEcho, startEchoServer, type EchoProto, type EchoServerOptions } from './echo.js';
+import { runProbe, type ProbeOptions } from './echo-probe.js';
 
 export const ECHO_USAGE = `usage:
   echo server --name NAME [--tcp PORT] [--udp PORT] [--http PORT] [--host ADDR]
-  echo client (--tcp|--udp|--http) HOST:PORT [...] [--timeout MS] [--local-address ADDR] [--local-port PORT]`;
+  echo client (--tcp|--udp|--http) HOST:PORT [...] [--timeout MS] [--local-address ADDR] [--local-port PORT]
+  echo probe (--tcp|--udp) HOST:PORT [--interval MS] [--timeout MS] [--keep]`;
 
 export class UsageError extends Error {}
 
@@ -93,6 +97,39 @@ export function parseClientArgs(argv: readonly string[]): ClientArgs {
   return c;
 }
 
+export function parseProbeArgs(argv: readonly string[]): ProbeOptions {
+  let target: { proto: 'tcp' | 'udp'; host: string; port: number } | undefined;
+  const o = { intervalMs: 100, timeoutMs: 1000, keep: false };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const v = argv[i + 1];
+    switch (flag) {
+      case '--tcp':
+      case '--udp': {
+        const m = /^(.+):(\d+)$/.exec(value(flag, v));
+        if (!m) throw new UsageError(`${flag} needs HOST:PORT`);
+        if (target) throw new UsageError('probe takes one of --tcp, --udp');
+        target = { proto: flag === '--tcp' ? 'tcp' : 'udp', host: m[1], port: port(flag, m[2]) };
+        break;
+      }
+      case '--interval':
+      case '--timeout':
+        if (!/^\d+$/.test(value(flag, v)) || Number(v) === 0) throw new UsageError(`${flag} needs milliseconds`);
+        o[flag === '--interval' ? 'intervalMs' : 'timeoutMs'] = Number(v);
+        break;
+      case '--keep':
+        o.keep = true;
+        continue;
+      default:
+        throw new UsageError(`unknown option ${flag}`);
+    }
+    i++;
+  }
+  if (!target) throw new UsageError('probe needs --tcp or --udp HOST:PORT');
+  if (o.keep && target.proto !== 'tcp') throw new UsageError('--keep needs --tcp');
+  return { ...target, ...o };
+}
+
 export interface EchoIo {
   out(line: string): void;
   err(line: string): void;
@@ -135,6 +172,19 @@ export async function echoMain(argv: readonly string[], io: EchoIo = stdio, stop
         io.out(JSON.stringify({ ...res, ms: Math.round(res.ms * 10) / 10 }));
       }
       return failed === 0 ? 0 : 1;
+    }
+    if (mode === 'probe') {
+      const o = parseProbeArgs(rest);
+      await runProbe(
+        o,
+        stop ??
+          new Promise<void>((resolve) => {
+            process.once('SIGTERM', () => resolve());
+            process.once('SIGINT', () => resolve());
+          }),
+        (l) => io.out(l),
+      );
+      return 0;
     }
     throw new UsageError(mode === undefined ? 'missing mode' : `unknown mode ${mode}`);
   } catch (err) {

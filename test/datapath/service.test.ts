@@ -104,6 +104,48 @@ test('ClusterIP over TCP: DNAT on the first packet, reverse NAT on replies, late
   assert.ok(seen.tcpA | seen.tcpB, 'TCP flags recorded');
 });
 
+test('a TCP segment without SYN of a flow conntrack does not know goes to the kernel untouched, marked (connections from before eBPF mode)', (t) => {
+  if (!requirePrivileges(t)) return;
+  resetCt();
+  n1.service({ svcId: 1, addr: VIP, port: 80, proto: Proto.TCP, backends: [{ addr: POD2, port: 8080 }] });
+  const KUBE_MASQ = 0x4000;
+  // A connection kube-proxy NATed in the kernel before the programs were attached: its next
+  // segment from the client, and the backend's reply on its way back.
+  for (const [role, f] of [
+    [
+      'from_wep',
+      frame(eth(), ipv4({ src: POD1, dst: VIP }), tcp({ sport: 40400, dport: 80, flags: 'A' }), payload('more')),
+    ],
+    [
+      'to_wep',
+      frame(eth(), ipv4({ src: VIP, dst: POD1 }), tcp({ sport: 80, dport: 40400, flags: 'PA' }), payload('ok')),
+    ],
+    ['from_hep', frame(eth(), ipv4({ src: EXT, dst: NODE1 }), tcp({ sport: 50400, dport: 30080, flags: 'FA' }))],
+    // mid-handshake: the SYN went through kube-proxy's rules, the backend's SYN-ACK comes now
+    ['from_wep', frame(eth(), ipv4({ src: POD1, dst: POD2 }), tcp({ sport: 8080, dport: 40401, flags: 'SA' }))],
+  ] as const) {
+    const r = n1.run(role, f, { mark: KUBE_MASQ });
+    assert.equal(r.retval, TcAct.OK, `${role}: passed to the kernel`);
+    assert.ok(r.out.equals(f), `${role}: not translated`);
+    assert.equal(r.mapChanges.length, 0, `${role}: no conntrack entry made`);
+    assert.equal(r.ctx?.readUInt32LE(8), KUBE_MASQ | 0x01000000, `${role}: marked for the guard rule, other bits kept`);
+  }
+  // The same tuple's SYN is a new connection: served by the eBPF dataplane.
+  const syn = n1.run(
+    'from_wep',
+    frame(eth(), ipv4({ src: POD1, dst: VIP }), tcp({ sport: 40400, dport: 80, flags: 'S' })),
+    {
+      mark: 0,
+    },
+  );
+  assert.deepEqual([syn.parsed?.ipv4?.dst, syn.parsed?.tcp?.dport], [POD2, 8080]);
+  assert.equal(
+    syn.ctx?.readUInt32LE(8),
+    0x02000000,
+    "a packet the dataplane serves is marked seen (the kernel's conntrack skips it)",
+  );
+});
+
 test('ClusterIP over UDP, including a datagram without a checksum', (t) => {
   if (!requirePrivileges(t)) return;
   resetCt();
@@ -359,6 +401,15 @@ test('a too-big DF packet for the tunnel gets fragmentation-needed with the tunn
     flags: FrontendFlags.NODEPORT,
     backends: [{ addr: POD2, port: 8080 }],
   });
+  // The handshake makes the flow (a segment of an unknown flow without SYN is the kernel's).
+  const syn = n1.run(
+    'from_hep',
+    frame(eth(), ipv4({ src: EXT, dst: NODE1 }), tcp({ sport: 50090, dport: 30090, flags: 'S' })),
+  );
+  assert.ok(
+    syn.mapChanges.some((c) => c.before === undefined),
+    'the SYN made a conntrack entry',
+  );
   const big = frame(
     eth(),
     ipv4({ src: EXT, dst: NODE1, df: true }),

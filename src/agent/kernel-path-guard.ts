@@ -1,0 +1,83 @@
+// The kernel path for connections the eBPF dataplane did not open. When eBPF mode is enabled on a
+// live node, connections that kube-proxy's rules NATed (or that simply predate the programs) have
+// no entry in Sluice's conntrack. The tc programs hand their TCP segments (no SYN, no entry) to
+// the kernel untouched, with SL_MARK_KERNEL_PATH set, and the kernel's own conntrack carries them
+// on, with kube-proxy's translations, even after kube-proxy's rules are gone. This table, in the
+// node's network namespace while eBPF mode is on:
+//   - drops marked packets the kernel's conntrack does not know (so a stray segment cannot use
+//     the hand-off to slip past policy);
+//   - exempts the packets the eBPF dataplane serves (SL_MARK_SEEN) from the kernel's conntrack:
+//     it would see only part of their flows (replies are redirected past it) and call the rest
+//     INVALID, which kube-proxy's forward chain drops (Calico's bpfHostConntrackBypass);
+//   - clears both marks once read (see below);
+//   - holds empty nat chains: they keep the kernel's NAT hooks registered in the namespace, so the
+//     translations of old connections go on when kube-proxy's tables are deleted (nftables mode).
+import { execFile } from 'node:child_process';
+
+/** bpf/include/config.h SL_MARK_KERNEL_PATH. */
+export const KERNEL_PATH_MARK = 0x01000000;
+/** bpf/include/config.h SL_MARK_SEEN. */
+export const SEEN_MARK = 0x02000000;
+export const GUARD_TABLE = 'sluice-kernel-path';
+
+export function guardRuleset(): string {
+  const hex = (v: number): string => `0x${v.toString(16).padStart(8, '0')}`;
+  const m = hex(KERNEL_PATH_MARK);
+  const seen = hex(SEEN_MARK);
+  return [
+    `table ip ${GUARD_TABLE} {`,
+    '  chain bypass {',
+    '    type filter hook prerouting priority raw; policy accept;',
+    `    meta mark & ${seen} == ${seen} notrack`,
+    '  }',
+    '  chain guard {',
+    '    type filter hook prerouting priority -140; policy accept;',
+    `    meta mark & ${m} == ${m} ct state new,invalid,untracked counter drop`,
+    // Used: cleared, so that they do not ride on into a packet this one becomes (a tunnel
+    // device keeps the mark when it encapsulates or decapsulates within the namespace).
+    `    meta mark set meta mark & ${hex(~(KERNEL_PATH_MARK | SEEN_MARK) >>> 0)}`,
+    '  }',
+    '  chain nat-prerouting { type nat hook prerouting priority 100; policy accept; }',
+    '  chain nat-input { type nat hook input priority 100; policy accept; }',
+    '  chain nat-output { type nat hook output priority -100; policy accept; }',
+    '  chain nat-postrouting { type nat hook postrouting priority 100; policy accept; }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+function nft(args: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile('nft', args, { encoding: 'utf8' }, (err, stdout, stderr) =>
+      err ? reject(new Error(`nft ${args.join(' ')}: ${stderr.trim() || err.message}`)) : resolve(stdout),
+    );
+    if (input !== undefined) child.stdin!.end(input);
+  });
+}
+
+export class KernelPathGuard {
+  async exists(): Promise<boolean> {
+    try {
+      await nft(['list', 'table', 'ip', GUARD_TABLE]);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Installs (or replaces) the table in one transaction. */
+  async install(): Promise<void> {
+    const body = guardRuleset();
+    await nft(['-f', '-'], (await this.exists()) ? `delete table ip ${GUARD_TABLE}\n${body}` : body);
+  }
+
+  async remove(): Promise<void> {
+    if (await this.exists()) await nft(['delete', 'table', 'ip', GUARD_TABLE]);
+  }
+
+  /** Packets dropped by the guard since it was installed. */
+  async dropped(): Promise<number> {
+    const out = await nft(['list', 'chain', 'ip', GUARD_TABLE, 'guard']);
+    return Number(/counter packets (\d+)/.exec(out)?.[1] ?? 0);
+  }
+}
