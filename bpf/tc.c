@@ -467,7 +467,6 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 		sl_count(x.c, SL_CNT_KERNEL_PATH);
 		return TC_ACT_OK;
 	}
-	skb->mark |= SL_MARK_SEEN;
 
 	if (role == SL_FROM_WEP || role == SL_TO_WEP) {
 		x.ep = sl_ep_lookup(skb->ifindex);
@@ -493,6 +492,7 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 		struct sl_nat_fe *fe = sl_frontend(&x);
 		if (fe) {
 			x.fe = *fe;
+			skb->mark |= SL_MARK_SEEN;
 			return sl_new_nat_flow(skb, &x);
 		}
 	}
@@ -502,11 +502,16 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 			asm volatile("" : "+r"(hep));
 			x.ep = hep;
 		} else if (hep->flags & (role == SL_FROM_HEP ? SL_EP_FWD_IN_POLICY : SL_EP_FWD_EG_POLICY)) {
+			skb->mark |= SL_MARK_SEEN;
 			return sl_new_fwd_flow(skb, &x, hep);
 		}
 	}
-	if (x.ep)
+	if (x.ep) {
+		skb->mark |= SL_MARK_SEEN;
 		return sl_new_wep_flow(skb, &x);
+	}
+	/* A flow the dataplane neither translates nor judges: the kernel's, conntrack included
+	 * (kube-proxy's rules, while they are still there, serve what no frontend matched yet). */
 	sl_count(x.c, SL_CNT_ACCEPTED);
 	if (x.from_tunnel)
 		return sl_forward(skb, &x.p, x.p.saddr, x.p.daddr, 1);

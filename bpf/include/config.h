@@ -20,7 +20,8 @@ const volatile __u8 sl_fib_redirect = 1;
  * connection. A bit that kube-proxy's marks (0x4000 masquerade, 0x8000 drop) leave alone. */
 #define SL_MARK_KERNEL_PATH 0x01000000
 
-/* skb->mark bit set on packets the eBPF dataplane serves: the node's raw-table rule exempts them
- * from the kernel's conntrack, which sees only some of a flow's packets (replies are redirected
- * past it) and would call the rest INVALID (kube-proxy drops INVALID in its forward chain). */
+/* skb->mark bit set on packets of flows the eBPF dataplane serves (its conntrack holds them): the
+ * node's raw-table rule exempts them from the kernel's conntrack, which sees only some of a flow's
+ * packets (replies are redirected past it) and would call the rest INVALID (kube-proxy drops
+ * INVALID in its forward chain). */
 #define SL_MARK_SEEN 0x02000000

@@ -727,8 +727,10 @@ export class Agent {
       await this.health.setHealthChecks(this.healthChecks);
     }
     if (!this.network) this.network = await readNodeNetwork(this.workloadPrefixes);
-    this.syncInterfaces(dp);
+    // Routes before the programs attach: a program that does not yet know this node's addresses
+    // would miss its NodePorts (and leave them to the kernel, with nothing there to serve them).
     this.syncRoutes(dp);
+    this.syncInterfaces(dp);
     this.syncPolicy(dp);
     if (full) await this.cleanKubeProxy();
     this.syncedRevision = revision;
