@@ -19,3 +19,24 @@ export function repeat(n: number, fn: () => number): number[] {
 export function since(start: bigint): number {
   return Number(process.hrtime.bigint() - start) / 1e9;
 }
+
+/** The q-quantile (0..1) of the values, nearest rank (no interpolation: p99 is a measured value). */
+export function percentile(xs: number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const rank = Math.ceil(q * s.length);
+  return s[Math.min(s.length - 1, Math.max(0, rank - 1))];
+}
+
+/** Repeated measurements: every run, their median and their spread. */
+export interface Dist {
+  median: number;
+  min: number;
+  max: number;
+  runs: number[];
+}
+
+export function dist(runs: number[]): Dist {
+  if (runs.length === 0) return { median: NaN, min: NaN, max: NaN, runs };
+  return { median: median(runs), ...spread(runs), runs };
+}

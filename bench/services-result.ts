@@ -1,0 +1,93 @@
+// The shape of bench/results/services-{quick,full}.json: what services.ts measures and report.ts
+// turns into docs/benchmarks/.
+import type { Contender } from './lab-cluster.js';
+import type { Latency, Rate, Throughput } from './services-measure.js';
+
+export interface ScalePoint {
+  services: number;
+  /** Latency (microseconds) through the target's ClusterIP, and to the pod IP in the same lab. */
+  clusterIp: Latency;
+  podIp: Latency;
+  connRate: { clusterIp: Rate; podIp: Rate };
+  rr: { clusterIp: Rate; podIp: Rate };
+  /** Memory of each node's proxy process (MB RSS) at this size. */
+  proxyRssMB: Record<string, number>;
+}
+
+export interface ProgramCost {
+  what: string;
+  /** Wall time from the first write to the sentinel answering (s): writeSeconds + lagSeconds. */
+  seconds: number;
+  /** Of which the API writes took (s). */
+  writeSeconds: number;
+  /** Time from the last write to the dataplane having it (s). */
+  lagSeconds: number;
+  /** CPU seconds of each node's proxy process (with children) over the whole window. */
+  proxyCpuSeconds: Record<string, number>;
+  /** Busy CPU seconds of the whole machine (API server, etcd, proxies, ...) over the window. */
+  machineCpuSeconds: number;
+  writes: number;
+}
+
+export interface PathsAt {
+  services: number;
+  latency: Latency;
+  throughput1: Throughput;
+  throughput4: Throughput;
+}
+
+export interface ContenderResult {
+  contender: Contender;
+  lab: string;
+  loadAverageAtStart: number[];
+  /** The Service dataplane's paths; absent for the baseline. */
+  scale: ScalePoint[];
+  /** Pod -> ClusterIP across nodes (and pod -> pod IP in the same lab), at the largest size. */
+  clusterIpPath?: PathsAt;
+  podIpPath?: PathsAt;
+  /** External client -> NodePort on node1 (backend on node2), per mode; and ext -> pod straight. */
+  nodePort: Array<{ mode: string } & PathsAt>;
+  extDirect?: PathsAt;
+  controlPlane?: { create: ProgramCost; changes: ProgramCost; rssMB: Record<string, number> };
+  /** Every batch of writes on the way through the sizes (creations and the removal before the control-plane test). */
+  growth?: ProgramCost[];
+  /** Baseline lab only: the no-Service figures every ratio is quoted against. */
+  baseline?: {
+    latency: Latency;
+    connRate: Rate;
+    rr: Rate;
+    throughput1: Throughput;
+    throughput4: Throughput;
+    extDirect: { latency: Latency; throughput1: Throughput; throughput4: Throughput };
+  };
+  /** The run of this contender stopped here. */
+  error?: string;
+  /** Measurements that failed while the others went on. */
+  errors?: string[];
+  /** `lab up` had to start over this many times. */
+  upRetries?: number;
+}
+
+export interface ServicesBenchResult {
+  date: string;
+  quick: boolean;
+  machine: { cpus: number; cpuModel: string; memoryGB: number; kernel: string; node: string };
+  sizes: number[];
+  /** Contenders measured at other sizes than `sizes` (--sizes-for). */
+  sizesFor?: Record<string, number[]>;
+  endpointsPerService: number;
+  controlPlaneServices: number;
+  changes: number;
+  settings: {
+    latencyConns: number;
+    reps: number;
+    rateSeconds: number;
+    iperfSeconds: number;
+    iperfRounds: number;
+  };
+  contenders: ContenderResult[];
+  durationSeconds: number;
+  notes: string[];
+  /** The commit measured and the source files that differed from it (src, bpf, bin). */
+  git?: { head: string; dirty: string[] };
+}
