@@ -39,8 +39,8 @@ import { RingBufReader } from '../bpf/ringbuf.js';
 import { IpSets } from '../policy/ipsets.js';
 import { NftPolicyBackend, type NftEndpoint } from '../policy/nftables.js';
 import { KernelPathGuard } from './kernel-path-guard.js';
+import { mixedClusterWarning, nodeModes } from './mixed-cluster.js';
 import { IPSET_PREFIX_FIXED } from '../datapath/policy.js';
-
 
 /**
  * The kernel's tunnel devices of the pod network (the lab's and Calico's names): traffic from other
@@ -108,6 +108,8 @@ export class Agent {
   /** The standard dataplane's policy (nftables) and its IP sets, while eBPF mode is off. */
   private readonly nft = new NftPolicyBackend();
   private readonly kernelPath = new KernelPathGuard();
+  /** The mixed-cluster warning last logged (undefined: every node in this node's mode). */
+  private mixedWarning: string | undefined;
   private nftSets: IpSets | undefined;
   private fwdPolicyFlag = 0;
   private logReader: RingBufReader | undefined;
@@ -514,10 +516,25 @@ export class Agent {
     const cidrs = (n.spec?.podCIDRs ?? (n.spec?.podCIDR ? [n.spec.podCIDR] : [])).filter((c) => c.includes('.'));
     this.nodes.set(name, { ip, podCidrs: cidrs });
     if (name === this.opts.nodeName && ip && !this.opts.nodeIp) this.tracker.setNodeIPs([ip]);
+    this.checkMixedCluster();
+  }
+
+  /** Says (once per change) which nodes run the other dataplane, and what does not work between them. */
+  private checkMixedCluster(): void {
+    const modes = nodeModes(this.nodes.keys(), [...this.felix.values()]);
+    const selfEbpf = this.cfg.bpfEnabled && (this.unsupported?.length ?? 0) === 0;
+    const warning = mixedClusterWarning(this.opts.nodeName, selfEbpf, modes);
+    const other = selfEbpf ? modes.standard : modes.ebpf;
+    this.metrics.otherModeNodes.set(warning ? other.filter((n) => n !== this.opts.nodeName).length : 0);
+    if (warning === this.mixedWarning) return;
+    this.mixedWarning = warning;
+    if (warning) this.log.warn({ ebpfNodes: modes.ebpf, standardNodes: modes.standard }, `mixed cluster: ${warning}`);
+    else this.log.info('every node runs the same dataplane as this one');
   }
 
   private onConfig(): void {
     const { changed, errors } = this.config.update([...this.felix.values()]);
+    this.checkMixedCluster();
     for (const e of errors) {
       this.metrics.errors.inc({ kind: 'FelixConfiguration' });
       this.log.error({ source: e.source, field: e.field }, e.message);

@@ -26,6 +26,11 @@ export class AgentMetrics {
     help: 'Conntrack entries seen by the last scan',
     registers: [this.registry],
   });
+  readonly otherModeNodes = new Gauge({
+    name: 'sluice_mixed_cluster_other_mode_nodes',
+    help: 'Nodes whose dataplane (eBPF or standard) differs from this one (see the mixed-cluster warning)',
+    registers: [this.registry],
+  });
   readonly conntrackExpired = new Counter({
     name: 'sluice_conntrack_expired_total',
     help: 'Conntrack entries removed by the scanner',
