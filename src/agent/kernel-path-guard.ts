@@ -12,7 +12,7 @@
 //   - clears both marks once read (see below);
 //   - holds empty nat chains: they keep the kernel's NAT hooks registered in the namespace, so the
 //     translations of old connections go on when kube-proxy's tables are deleted (nftables mode).
-import { execFile } from 'node:child_process';
+import { nft } from '../policy/nftables.js';
 
 /** bpf/include/config.h SL_MARK_KERNEL_PATH. */
 export const KERNEL_PATH_MARK = 0x01000000;
@@ -44,15 +44,6 @@ export function guardRuleset(): string {
     '}',
     '',
   ].join('\n');
-}
-
-function nft(args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = execFile('nft', args, { encoding: 'utf8' }, (err, stdout, stderr) =>
-      err ? reject(new Error(`nft ${args.join(' ')}: ${stderr.trim() || err.message}`)) : resolve(stdout),
-    );
-    if (input !== undefined) child.stdin!.end(input);
-  });
 }
 
 export class KernelPathGuard {

@@ -174,7 +174,8 @@ export function renderRuleset(endpoints: NftEndpoint[], members: SetMembers, exi
   return body.replaceAll('@GEN@', `0x${gen.toString(16)}`);
 }
 
-function nft(args: string[], input?: string): Promise<string> {
+/** Runs nft in this network namespace; rejects with its stderr. */
+export function nft(args: string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = execFile('nft', args, { encoding: 'utf8', maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
       err ? reject(new Error(`nft ${args.join(' ')}: ${stderr.trim() || err.message}`)) : resolve(stdout),

@@ -9,21 +9,15 @@
 // skips with a message, unless SLUICE_REQUIRE_KUBERNETES=1 (then it fails).
 import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { askEchoIn } from '../../src/lab/echo.js';
-import { kubernetesBinDir } from '../../src/lab/kubernetes/binaries.js';
 import type { ProxyMode } from '../../src/lab/kubernetes/kube-proxy.js';
-import { packageRoot } from '../../src/paths.js';
-import { privilegeProblem, requirePrivileges } from '../../src/testing/netns.js';
+import { kubeLabPossible, kubeLabReady, labKubectl, run, sluice } from './kube-lab.js';
 
 const LAB = 'tkp';
 const TOOLS = ['ip', 'bridge', 'nsenter', 'ethtool', 'sh', 'bash', 'openssl', 'iptables-save', 'nft'];
-const BIN = path.join(packageRoot, 'bin', 'sluice.js');
-const BIN_DIR = kubernetesBinDir();
-const REQUIRE = process.env.SLUICE_REQUIRE_KUBERNETES === '1';
 
 const APP = `apiVersion: v1
 kind: Pod
@@ -58,54 +52,21 @@ spec:
   - {name: udp, port: 53, protocol: UDP, targetPort: udp, nodePort: 30053}
 `;
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(file: string, args: string[], timeoutMs = 180_000): Promise<Result> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      file,
-      args,
-      { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8', cwd: packageRoot, maxBuffer: 32 << 20 },
-      (err, stdout, stderr) => {
-        const e = err as { code?: unknown } | null;
-        resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, stdout, stderr });
-      },
-    );
-    child.stdin?.on('error', () => undefined);
-    child.stdin?.end('');
-  });
-}
-
-const sluice = (args: string[]): Promise<Result> => run(process.execPath, [BIN, ...args]);
-
 async function kubectl(args: string[]): Promise<string> {
-  const r = await sluice(['lab', 'kubectl', '--name', LAB, '--', ...args]);
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
+  return labKubectl(LAB, args);
 }
 
-function ready(t: TestContext): boolean {
-  if (!requirePrivileges(t, TOOLS)) return false;
-  if (BIN_DIR) return true;
-  const msg = 'the Kubernetes binaries are not built: run `npm run build:kubernetes` (scripts/build-kubernetes.sh)';
-  if (REQUIRE) throw new Error(`SLUICE_REQUIRE_KUBERNETES=1 and ${msg}`);
-  t.skip(msg);
-  return false;
-}
+const ready = (t: TestContext): boolean => kubeLabReady(t, TOOLS);
 
 let tmp = '';
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-kp-'));
   fs.writeFileSync(path.join(tmp, 'app.yaml'), APP);
-  if (!privilegeProblem(TOOLS) && BIN_DIR) await sluice(['lab', 'down', '--name', LAB]);
+  if (kubeLabPossible(TOOLS)) await sluice(['lab', 'down', '--name', LAB]);
 });
 
 after(async () => {
-  if (!privilegeProblem(TOOLS) && BIN_DIR) await sluice(['lab', 'down', '--name', LAB]);
+  if (kubeLabPossible(TOOLS)) await sluice(['lab', 'down', '--name', LAB]);
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 

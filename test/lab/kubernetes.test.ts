@@ -35,69 +35,24 @@ import { labPinRoot } from '../../src/lab/lab.js';
 import { findKubernetesBinaries, kubernetesBinDir } from '../../src/lab/kubernetes/binaries.js';
 import { crdManifests } from '../../src/lab/kubernetes/bootstrap.js';
 import { KUBERNETES_RESOURCES } from '../../src/agent/datastore/kubernetes.js';
-import { packageRoot } from '../../src/paths.js';
-import { privilegeProblem, requirePrivileges } from '../../src/testing/netns.js';
+import { BIN, kubeLabPossible, kubeLabReady, labKubectl, sluice, type Result } from './kube-lab.js';
+import { privilegeProblem } from '../../src/testing/netns.js';
 
 const LAB = 'tk8s';
 const TOOLS = ['ip', 'bridge', 'nsenter', 'ethtool', 'sh', 'bash', 'openssl'];
-const BIN = path.join(packageRoot, 'bin', 'sluice.js');
 const CP_IP = '192.168.77.250';
-const BIN_DIR = kubernetesBinDir();
-const REQUIRE = process.env.SLUICE_REQUIRE_KUBERNETES === '1';
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function sluice(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
-  const env = { ...process.env, ...opts.env };
-  delete env.SLUICE_DEBUG;
-  return new Promise((resolve) => {
-    const child = execFile(
-      process.execPath,
-      [BIN, ...args],
-      { timeout: opts.timeoutMs ?? 180_000, killSignal: 'SIGKILL', encoding: 'utf8', env, cwd: packageRoot },
-      (err, stdout, stderr) => {
-        const e = err as { code?: unknown } | null;
-        resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, stdout, stderr });
-      },
-    );
-    child.stdin?.end('');
-  });
-}
+type CliResult = Result;
 
 /** The built kubectl in the control-plane namespace, as `sluice lab kubectl` runs it (without its start-up). */
-function kubectl(...args: string[]): Promise<string> {
-  const argv = [
-    `--net=/run/netns/sl-${LAB}-cp`,
-    path.join(BIN_DIR ?? '', 'kubectl'),
-    `--kubeconfig=/run/sluice/lab-${LAB}/kubernetes/admin.kubeconfig`,
-    ...args,
-  ];
-  return new Promise((resolve, reject) =>
-    execFile('nsenter', argv, { encoding: 'utf8', timeout: 60_000 }, (err, out, stderr) =>
-      err ? reject(new Error(`kubectl ${args.join(' ')}: ${stderr || err.message}`)) : resolve(out),
-    ),
-  );
-}
+const kubectl = (...args: string[]): Promise<string> => labKubectl(LAB, args);
 
 async function kubectlJson<T>(...args: string[]): Promise<T> {
   return JSON.parse(await kubectl(...args, '-o', 'json')) as T;
 }
 
-/** Kernel tests need root, and the built binaries (or fail with SLUICE_REQUIRE_KUBERNETES=1). */
-function ready(t: TestContext): boolean {
-  if (!requirePrivileges(t, TOOLS)) return false;
-  if (BIN_DIR) return true;
-  const msg = 'the Kubernetes binaries are not built: run `npm run build:kubernetes` (scripts/build-kubernetes.sh)';
-  if (REQUIRE) throw new Error(`SLUICE_REQUIRE_KUBERNETES=1 and ${msg}`);
-  t.skip(msg);
-  return false;
-}
-
-const canRun = (): boolean => !privilegeProblem(TOOLS) && BIN_DIR !== undefined;
+const ready = (t: TestContext): boolean => kubeLabReady(t, TOOLS);
+const canRun = (): boolean => kubeLabPossible(TOOLS);
 
 const APP = `apiVersion: v1
 kind: Pod

@@ -23,24 +23,19 @@
 // missing privilege fails, as every kernel test does.
 import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { labPinRoot } from '../../src/lab/lab.js';
-import { kubernetesBinDir } from '../../src/lab/kubernetes/binaries.js';
 import type { ProbeSummary } from '../../src/lab/echo-probe.js';
 import { ECHO_MAIN } from '../../src/lab/echo.js';
 import { withNetns } from '../../src/bpf/netns.js';
 import { queryTcx } from '../../src/bpf/link.js';
-import { packageRoot } from '../../src/paths.js';
-import { privilegeProblem, requirePrivileges } from '../../src/testing/netns.js';
+import { kubeLabPossible, kubeLabReady, labKubectl, run, sluice } from './kube-lab.js';
 
 const LAB = 'tseed';
 const TOOLS = ['ip', 'bridge', 'nsenter', 'ethtool', 'sh', 'bash', 'openssl', 'iptables-save', 'nft'];
-const BIN = path.join(packageRoot, 'bin', 'sluice.js');
-const BIN_DIR = kubernetesBinDir();
-const REQUIRE = process.env.SLUICE_REQUIRE_KUBERNETES === '1';
 const NODES = ['node1', 'node2', 'node3'];
 const EXT_IP = '192.168.77.200';
 const NODE1_IP = '192.168.77.11';
@@ -100,47 +95,31 @@ data:
   KUBERNETES_SERVICE_PORT: "6443"
 `;
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+const kubectl = (args: string[], input?: string): Promise<string> => labKubectl(LAB, args, input);
 
-function run(file: string, args: string[], input?: string, timeoutMs = 180_000): Promise<Result> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      file,
-      args,
-      { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8', cwd: packageRoot, maxBuffer: 32 << 20 },
-      (err, stdout, stderr) => {
-        const e = err as { code?: unknown } | null;
-        resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, stdout, stderr });
-      },
-    );
-    // a command that does not read its input may exit before it is written
-    child.stdin?.on('error', () => undefined);
-    child.stdin?.end(input ?? '');
-  });
-}
-
-const sluice = (args: string[]): Promise<Result> => run(process.execPath, [BIN, ...args]);
-
-/** The seed's kubectl, in the control-plane namespace (the API server is only reachable in the lab). */
-async function kubectl(args: string[], input?: string): Promise<string> {
-  const r = await run(
-    'nsenter',
-    [
-      `--net=/run/netns/sl-${LAB}-cp`,
-      path.join(BIN_DIR ?? '', 'kubectl'),
-      `--kubeconfig=/run/sluice/lab-${LAB}/kubernetes/admin.kubeconfig`,
-      ...args,
-    ],
-    input,
-    60_000,
-  );
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
+/** The seed's `kubectl patch ds -n kube-system kube-proxy` (off: a nodeSelector no node matches; on: removed). */
+const kubeProxyOff = (): Promise<string> =>
+  kubectl([
+    'patch',
+    'ds',
+    '-n',
+    'kube-system',
+    'kube-proxy',
+    '-p',
+    '{"spec":{"template":{"spec":{"nodeSelector":{"non-calico": "true"}}}}}',
+  ]);
+const kubeProxyOn = (): Promise<string> =>
+  kubectl([
+    'patch',
+    'ds',
+    '-n',
+    'kube-system',
+    'kube-proxy',
+    '--type',
+    'merge',
+    '-p',
+    '{"spec":{"template":{"spec":{"nodeSelector":{"non-calico": null}}}}}',
+  ]);
 
 /** `calicoctl patch felixconfiguration default --patch=...`, as kubectl does it on the CRD. */
 const patchFelix = (spec: object): Promise<string> =>
@@ -253,14 +232,7 @@ class Probe {
   }
 }
 
-function ready(t: TestContext): boolean {
-  if (!requirePrivileges(t, TOOLS)) return false;
-  if (BIN_DIR) return true;
-  const msg = 'the Kubernetes binaries are not built: run `npm run build:kubernetes` (scripts/build-kubernetes.sh)';
-  if (REQUIRE) throw new Error(`SLUICE_REQUIRE_KUBERNETES=1 and ${msg}`);
-  t.skip(msg);
-  return false;
-}
+const ready = (t: TestContext): boolean => kubeLabReady(t, TOOLS);
 
 let tmp = '';
 const probes: Probe[] = [];
@@ -268,12 +240,12 @@ const probes: Probe[] = [];
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-seed-'));
   fs.writeFileSync(path.join(tmp, 'app.yaml'), APP);
-  if (!privilegeProblem(TOOLS) && BIN_DIR) await sluice(['lab', 'down', '--name', LAB]);
+  if (kubeLabPossible(TOOLS)) await sluice(['lab', 'down', '--name', LAB]);
 });
 
 after(async () => {
   for (const p of probes) if (p.child.exitCode === null) p.child.kill('SIGKILL');
-  if (!privilegeProblem(TOOLS) && BIN_DIR) await sluice(['lab', 'down', '--name', LAB]);
+  if (kubeLabPossible(TOOLS)) await sluice(['lab', 'down', '--name', LAB]);
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -340,15 +312,7 @@ test("the seed's steps on a live cluster: enable, DSR on and off, roll back, ena
   );
 
   step('2. kube-proxy off (its rules stay until Sluice removes them)');
-  await kubectl([
-    'patch',
-    'ds',
-    '-n',
-    'kube-system',
-    'kube-proxy',
-    '-p',
-    '{"spec":{"template":{"spec":{"nodeSelector":{"non-calico": "true"}}}}}',
-  ]);
+  await kubeProxyOff();
   await until('no kube-proxy pod', async () => (await kubeProxyPods()).length === 0);
   assert.match(await iptablesSave('node1'), /KUBE-SERVICES/, "kube-proxy's rules outlive its pods");
 
@@ -379,17 +343,7 @@ test("the seed's steps on a live cluster: enable, DSR on and off, roll back, ena
   step('5. roll back: kube-proxy back first (clean-up off), then bpfEnabled false');
   await patchFelix({ bpfKubeProxyIptablesCleanupEnabled: false });
   await agentsSawFelix();
-  await kubectl([
-    'patch',
-    'ds',
-    '-n',
-    'kube-system',
-    'kube-proxy',
-    '--type',
-    'merge',
-    '-p',
-    '{"spec":{"template":{"spec":{"nodeSelector":{"non-calico": null}}}}}',
-  ]);
+  await kubeProxyOn();
   await until('kube-proxy ready on every node', async () => {
     const kp = await kubeProxyPods();
     return kp.length === NODES.length && kp.every((p) => p.ready);
@@ -414,15 +368,7 @@ test("the seed's steps on a live cluster: enable, DSR on and off, roll back, ena
 
   step('6. enable again');
   await patchFelix({ bpfKubeProxyIptablesCleanupEnabled: true });
-  await kubectl([
-    'patch',
-    'ds',
-    '-n',
-    'kube-system',
-    'kube-proxy',
-    '-p',
-    '{"spec":{"template":{"spec":{"nodeSelector":{"non-calico": "true"}}}}}',
-  ]);
+  await kubeProxyOff();
   await until('no kube-proxy pod', async () => (await kubeProxyPods()).length === 0);
   await patchFelix({ bpfEnabled: true });
   await until('every agent in eBPF mode again', () =>
