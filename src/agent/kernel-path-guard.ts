@@ -4,12 +4,12 @@
 // the kernel untouched, with SL_MARK_KERNEL_PATH set, and the kernel's own conntrack carries them
 // on, with kube-proxy's translations, even after kube-proxy's rules are gone. This table, in the
 // node's network namespace while eBPF mode is on:
-//   - drops marked packets the kernel's conntrack does not know (so a stray segment cannot use
-//     the hand-off to slip past policy);
+//   - drops forwarded marked packets the kernel's conntrack does not know (so a stray segment
+//     cannot use the hand-off to slip past a pod's policy);
 //   - exempts the packets the eBPF dataplane serves (SL_MARK_SEEN) from the kernel's conntrack:
 //     it would see only part of their flows (replies are redirected past it) and call the rest
 //     INVALID, which kube-proxy's forward chain drops (Calico's bpfHostConntrackBypass);
-//   - clears both marks once read (see below);
+//   - clears each mark once read (a tunnel device would pass it on to the packet it unwraps);
 //   - holds empty nat chains: they keep the kernel's NAT hooks registered in the namespace, so the
 //     translations of old connections go on when kube-proxy's tables are deleted (nftables mode).
 import { nft } from '../policy/nftables.js';
@@ -29,13 +29,17 @@ export function guardRuleset(): string {
     '  chain bypass {',
     '    type filter hook prerouting priority raw; policy accept;',
     `    meta mark & ${seen} == ${seen} notrack`,
+    // Used, so cleared: a tunnel device keeps the mark when it decapsulates within the namespace,
+    // and the inner packet must not inherit the outer one's path.
+    `    meta mark set meta mark & ${hex(~SEEN_MARK >>> 0)}`,
     '  }',
+    // Forwarded traffic only (to and from pods): the node's own connections (the agent's watch of
+    // the API server, opened before the programs attached, perhaps while nothing made the kernel
+    // track connections) are the host's business, and are not cut.
     '  chain guard {',
-    '    type filter hook prerouting priority -140; policy accept;',
+    '    type filter hook forward priority filter - 10; policy accept;',
     `    meta mark & ${m} == ${m} ct state new,invalid,untracked counter drop`,
-    // Used: cleared, so that they do not ride on into a packet this one becomes (a tunnel
-    // device keeps the mark when it encapsulates or decapsulates within the namespace).
-    `    meta mark set meta mark & ${hex(~(KERNEL_PATH_MARK | SEEN_MARK) >>> 0)}`,
+    `    meta mark set meta mark & ${hex(~KERNEL_PATH_MARK >>> 0)}`,
     '  }',
     '  chain nat-prerouting { type nat hook prerouting priority 100; policy accept; }',
     '  chain nat-input { type nat hook input priority 100; policy accept; }',
