@@ -2,7 +2,7 @@
 // command (as a user would), every client started inside a lab namespace with nsenter. Nothing
 // here sends a packet from the root namespace: the lab's addresses (192.168.77.x, 10.x) only
 // exist inside the lab, and from the root namespace they would leave the machine.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -100,6 +100,13 @@ function labEnv(): NodeJS.ProcessEnv {
   };
 }
 
+const children = new Set<ChildProcess>();
+
+/** Stops the commands still running (on SIGINT/SIGTERM, before `lab down`, which refuses while `up` runs). */
+export function stopChildren(): void {
+  for (const c of children) c.kill('SIGTERM');
+}
+
 /** Runs a command to completion; `onLine` sees stdout lines as they come (progress). */
 export function run(
   argv: string[],
@@ -107,6 +114,8 @@ export function run(
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env });
+    children.add(child);
+    child.on('exit', () => children.delete(child));
     let stdout = '';
     let stderr = '';
     let partial = '';

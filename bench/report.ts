@@ -75,7 +75,10 @@ export function judgeTargets(r: ServicesBenchResult): TargetVerdict[] {
       out.push({
         target: t,
         met: big === 30_000 ? r50 <= 1.15 && r99 <= 1.15 : undefined,
-        detail: `p50 ${x(r50)}, p99 ${x(r99)} the baseline at ${int(big)} Services${bigNote}`,
+        detail:
+          `p50 ${x(r50)}, p99 ${x(r99)} the baseline at ${int(big)} Services${bigNote}; against the pod IP ` +
+          `measured interleaved in Sluice's own lab: p50 ${x(b.clusterIp.p50.median / b.podIp.p50.median)}, ` +
+          `p99 ${x(b.clusterIp.p99.median / b.podIp.p99.median)}`,
       });
     }
   }
@@ -116,7 +119,13 @@ export function judgeTargets(r: ServicesBenchResult): TargetVerdict[] {
       out.push({
         target: t,
         met: q1 >= 0.95 && q4 >= 0.95,
-        detail: `1 stream ${(q1 * 100).toFixed(1)}%, 4 streams ${(q4 * 100).toFixed(1)}% of the baseline`,
+        detail:
+          `1 stream ${(q1 * 100).toFixed(1)}%, 4 streams ${(q4 * 100).toFixed(1)}% of the baseline` +
+          (s?.podIpPath
+            ? `; ${((p.throughput1.gbps.median / s.podIpPath.throughput1.gbps.median) * 100).toFixed(1)}% and ` +
+              `${((p.throughput4.gbps.median / s.podIpPath.throughput4.gbps.median) * 100).toFixed(1)}% of the pod IP ` +
+              'measured interleaved in the same lab'
+            : ''),
       });
     }
   }

@@ -7,6 +7,7 @@
 //   --sizes 100,1000,...    the numbers of Services to measure at
 //   --sizes-for C=100,...   other sizes for contender C (the API server of this machine takes
 //                           about 50-80 writes/s, so 30,000 Services cost a lab 15 minutes)
+//   --control-services N    the control-plane test's size (default 10,000; 1,000 with --quick)
 //   --contenders a,b        a subset of baseline,sluice,kube-proxy-iptables,kube-proxy-nftables
 //   --report-only           rewrite the report from the results JSON, measure nothing
 //
@@ -17,7 +18,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { packageRoot } from '../src/paths.js';
-import { BenchLab, ECHO_PORT, IPERF_PORT, type Contender } from './lab-cluster.js';
+import { BenchLab, ECHO_PORT, IPERF_PORT, stopChildren, type Contender } from './lab-cluster.js';
 import { machineCpuSeconds } from './proc-stats.js';
 import { writeReport } from './report.js';
 import type { ContenderResult, ProgramCost, ServicesBenchResult } from './services-result.js';
@@ -66,7 +67,7 @@ const sizesFor = new Map<string, number[]>(
   }),
 );
 /** The control-plane test: this many Services x 10 endpoints from nothing, then single-endpoint changes. */
-const controlServices = quick ? 1000 : 10_000;
+const controlServices = Number(arg('--control-services') ?? (quick ? 1000 : 10_000));
 const changes = quick ? 200 : 1000;
 const settings: Sizes = quick
   ? { latencyConns: 500, reps: 3, rateSeconds: 2, iperfSeconds: 3, iperfRounds: 2 }
@@ -354,6 +355,8 @@ function readResult(): ServicesBenchResult | undefined {
 let current: BenchLab | undefined;
 async function onSignal(sig: string): Promise<void> {
   say(`${sig}: removing lab ${current?.name ?? '(none)'}`);
+  stopChildren();
+  await new Promise((r) => setTimeout(r, 3000));
   await current?.down();
   process.exit(130);
 }
@@ -391,7 +394,20 @@ async function main(): Promise<void> {
   };
   // --contenders: a partial run replaces those contenders in the results of an earlier run (same mode)
   const earlier = process.argv.includes('--contenders') ? readResult() : undefined;
-  if (earlier) result.contenders = earlier.contenders.filter((c) => !contenders.includes(c.contender));
+  if (earlier) {
+    // the earlier run's settings stay the run's; this run's contenders say how they differ
+    const kept = earlier.contenders.filter((c) => !contenders.includes(c.contender));
+    Object.assign(result, { ...earlier, contenders: kept, notes: [...earlier.notes] });
+    result.sizesFor = { ...earlier.sizesFor };
+    for (const c of contenders) {
+      result.sizesFor[c] = sizesFor.get(c) ?? SIZES;
+      result.notes.push(
+        `${c} was measured in a second run started ${new Date().toISOString().slice(11, 16)} UTC ` +
+          `(sizes ${(sizesFor.get(c) ?? SIZES).join(', ')}; control-plane test at ${controlServices.toLocaleString('en-US')} Services).`,
+      );
+    }
+  }
+  const earlierSeconds = earlier?.durationSeconds ?? 0;
   say(
     `sluice bench:services (${quick ? 'quick' : 'full'}) on ${os.release()}, ${cpus.length} CPUs; contenders ${contenders.join(', ')}; sizes ${SIZES.join(', ')}` +
       [...sizesFor].map(([c, l]) => `; ${c}: ${l.join(', ')}`).join(''),
@@ -424,7 +440,7 @@ async function main(): Promise<void> {
       current = undefined;
     }
     // written after every contender: an interrupted run keeps what it measured
-    result.durationSeconds = (Date.now() - t0) / 1000;
+    result.durationSeconds = earlierSeconds + (Date.now() - t0) / 1000;
     fs.mkdirSync(path.dirname(resultFile), { recursive: true });
     fs.writeFileSync(resultFile, JSON.stringify(result, null, 2) + '\n');
   }
