@@ -267,7 +267,10 @@ test('up: a real kube-proxy DaemonSet (iptables) serves Services, Sluice beside 
   const kp = await kubeProxyPods();
   assert.deepEqual(kp.map((p) => p.node).sort(), NODES, 'one kube-proxy pod per node (the DaemonSet controller)');
   assert.ok(kp.every((p) => p.ready));
-  assert.match(await iptablesSave('node1'), /-A KUBE-SERVICES .*default\/web:tcp cluster IP/);
+  // kube-proxy's readiness says ok before its first sync: its rules follow within a sync
+  await until("kube-proxy's rules for the Services", async () =>
+    /-A KUBE-SERVICES .*default\/web:tcp cluster IP/.test(await iptablesSave('node1')),
+  );
   for (const n of NODES) assert.equal(agentStatus(n)?.bpfEnabled, false, `${n}: standard dataplane`);
   assert.equal(await programsOn('node1'), 0, 'no eBPF program before the seed is followed');
 });
