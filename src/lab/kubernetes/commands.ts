@@ -28,7 +28,10 @@ export async function kubectlFiles(
   const deadline = Date.now() + 20_000;
   for (;;) {
     const r = await kubectl(name, args, { timeoutMs: 120_000 });
-    const retryable = verb === 'apply' && /serviceaccount "?default"? not found/i.test(r.stderr);
+    // A namespace made by the same apply can still be refusing pods (its creation, then its
+    // default ServiceAccount, trail the request): apply is idempotent, so it is applied again.
+    const retryable =
+      verb === 'apply' && /serviceaccount "?default"? not found|namespaces "[^"]+" not found/i.test(r.stderr);
     if (r.code === 0 || !retryable || Date.now() > deadline) {
       for (const l of r.stdout.trimEnd().split('\n')) if (l) out.out(l);
       for (const l of r.stderr.trimEnd().split('\n')) if (l) out.err(l);
