@@ -353,7 +353,10 @@ function readResult(): ServicesBenchResult | undefined {
 }
 
 let current: BenchLab | undefined;
+/** Set by SIGINT/SIGTERM: the run's results and report are left as they were. */
+let interrupted = false;
 async function onSignal(sig: string): Promise<void> {
+  interrupted = true;
   say(`${sig}: removing lab ${current?.name ?? '(none)'}`);
   stopChildren();
   await new Promise((r) => setTimeout(r, 3000));
@@ -439,6 +442,7 @@ async function main(): Promise<void> {
       await lab.down();
       current = undefined;
     }
+    if (interrupted) return;
     // written after every contender: an interrupted run keeps what it measured
     result.durationSeconds = earlierSeconds + (Date.now() - t0) / 1000;
     fs.mkdirSync(path.dirname(resultFile), { recursive: true });
