@@ -38,7 +38,7 @@ import { EP_MAP, IPSETS_MAP, LOG_MAP, RULES_MAP, epMap, ipsetsMap, logEvent, rul
 import { RingBufReader } from '../bpf/ringbuf.js';
 import { IpSets } from '../policy/ipsets.js';
 import { NftPolicyBackend, type NftEndpoint } from '../policy/nftables.js';
-import { KernelPathGuard } from './kernel-path-guard.js';
+import { KernelPathGuard, kubeProxyServedHere } from './kernel-path-guard.js';
 import { mixedClusterWarning, nodeModes } from './mixed-cluster.js';
 import { IPSET_PREFIX_FIXED } from '../datapath/policy.js';
 
@@ -696,9 +696,10 @@ export class Agent {
       this.datapath = this.loadDatapath();
       if (!this.datapath) return;
       // Before any program is attached: connections the kernel carries now go on there.
-      await this.kernelPath
-        .install()
-        .catch((err: unknown) => this.log.warn({ err }, 'installing the kernel-path guard failed'));
+      if (await kubeProxyServedHere())
+        await this.kernelPath
+          .install()
+          .catch((err: unknown) => this.log.warn({ err }, 'installing the kernel-path guard failed'));
       // eBPF mode takes over policy from the standard dataplane.
       this.nftSets = undefined;
       await this.nft.remove().catch((err: unknown) => this.log.warn({ err }, 'removing the nftables policy failed'));

@@ -12,6 +12,7 @@
 //   - clears each mark once read (a tunnel device would pass it on to the packet it unwraps);
 //   - holds empty nat chains: they keep the kernel's NAT hooks registered in the namespace, so the
 //     translations of old connections go on when kube-proxy's tables are deleted (nftables mode).
+import { execFile } from 'node:child_process';
 import { nft } from '../policy/nftables.js';
 
 /** bpf/include/config.h SL_MARK_KERNEL_PATH. */
@@ -48,6 +49,21 @@ export function guardRuleset(): string {
     '}',
     '',
   ].join('\n');
+}
+
+/**
+ * Whether kube-proxy has served this node (its iptables chains or its nftables table are here):
+ * only then can connections be on the kernel's path with NAT that must go on. A node where
+ * nothing else served Services gets no guard table (its raw-table exemption disturbed the lab's
+ * own traffic in a way not yet understood: see the closing note of 2026-11-28).
+ */
+export async function kubeProxyServedHere(): Promise<boolean> {
+  const tables = await nft(['list', 'tables']).catch(() => '');
+  if (/table ip kube-proxy\b/.test(tables)) return true;
+  const save = await new Promise<string>((resolve) =>
+    execFile('iptables-save', ['-t', 'nat'], { encoding: 'utf8' }, (_err, out) => resolve(out ?? '')),
+  );
+  return /^:KUBE-SERVICES /m.test(save);
 }
 
 export class KernelPathGuard {
