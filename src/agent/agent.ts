@@ -516,7 +516,6 @@ export class Agent {
     const cidrs = (n.spec?.podCIDRs ?? (n.spec?.podCIDR ? [n.spec.podCIDR] : [])).filter((c) => c.includes('.'));
     this.nodes.set(name, { ip, podCidrs: cidrs });
     if (name === this.opts.nodeName && ip && !this.opts.nodeIp) this.tracker.setNodeIPs([ip]);
-    this.checkMixedCluster();
   }
 
   /** Says (once per change) which nodes run the other dataplane, and what does not work between them. */
@@ -534,7 +533,6 @@ export class Agent {
 
   private onConfig(): void {
     const { changed, errors } = this.config.update([...this.felix.values()]);
-    this.checkMixedCluster();
     for (const e of errors) {
       this.metrics.errors.inc({ kind: 'FelixConfiguration' });
       this.log.error({ source: e.source, field: e.field }, e.message);
@@ -663,6 +661,8 @@ export class Agent {
     // Everything the datastore delivered up to here is in this sync's result.
     const revision = this.watch?.resourceVersion;
     this.pendingSince = 0;
+    // Once per coalesced sync, not per Node event: a cluster's first list is thousands of them.
+    this.checkMixedCluster();
     if (!this.cfg.bpfEnabled) {
       if (!this.firstSyncDone)
         this.log.info('bpfEnabled is false: the eBPF dataplane is off (set it in the default FelixConfiguration)');

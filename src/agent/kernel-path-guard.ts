@@ -85,10 +85,4 @@ export class KernelPathGuard {
   async remove(): Promise<void> {
     if (await this.exists()) await nft(['delete', 'table', 'ip', GUARD_TABLE]);
   }
-
-  /** Packets dropped by the guard since it was installed. */
-  async dropped(): Promise<number> {
-    const out = await nft(['list', 'chain', 'ip', GUARD_TABLE, 'guard']);
-    return Number(/counter packets (\d+)/.exec(out)?.[1] ?? 0);
-  }
 }
