@@ -13,7 +13,7 @@
 //   - holds empty nat chains: they keep the kernel's NAT hooks registered in the namespace, so the
 //     translations of old connections go on when kube-proxy's tables are deleted (nftables mode).
 import { execFile } from 'node:child_process';
-import { nft } from '../policy/nftables.js';
+import { nft, NftTable } from '../policy/nftables.js';
 
 /** bpf/include/config.h SL_MARK_KERNEL_PATH. */
 export const KERNEL_PATH_MARK = 0x01000000;
@@ -67,22 +67,18 @@ export async function kubeProxyServedHere(): Promise<boolean> {
 }
 
 export class KernelPathGuard {
-  async exists(): Promise<boolean> {
-    try {
-      await nft(['list', 'table', 'ip', GUARD_TABLE]);
-      return true;
-    } catch {
-      return false;
-    }
+  private readonly table = new NftTable('ip', GUARD_TABLE);
+
+  exists(): Promise<boolean> {
+    return this.table.exists();
   }
 
   /** Installs (or replaces) the table in one transaction. */
-  async install(): Promise<void> {
-    const body = guardRuleset();
-    await nft(['-f', '-'], (await this.exists()) ? `delete table ip ${GUARD_TABLE}\n${body}` : body);
+  install(): Promise<void> {
+    return this.table.replace(guardRuleset());
   }
 
-  async remove(): Promise<void> {
-    if (await this.exists()) await nft(['delete', 'table', 'ip', GUARD_TABLE]);
+  remove(): Promise<void> {
+    return this.table.remove();
   }
 }

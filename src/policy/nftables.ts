@@ -184,31 +184,52 @@ export function nft(args: string[], input?: string): Promise<string> {
   });
 }
 
-/** Keeps the node's nftables policy table equal to the rendered ruleset (this network namespace). */
-export class NftPolicyBackend {
-  private last: string | undefined;
-
-  async apply(endpoints: NftEndpoint[], members: SetMembers): Promise<boolean> {
-    const body = renderRuleset(endpoints, members, false);
-    if (body === this.last) return false;
-    const exists = await this.exists();
-    await nft(['-f', '-'], exists ? `delete table inet ${NFT_TABLE}\n${body}` : body);
-    this.last = body;
-    return true;
-  }
+/** One nftables table of this network namespace, replaced whole in one transaction. */
+export class NftTable {
+  constructor(
+    readonly family: 'ip' | 'inet',
+    readonly name: string,
+  ) {}
 
   async exists(): Promise<boolean> {
     try {
-      await nft(['list', 'table', 'inet', NFT_TABLE]);
+      await nft(['list', 'table', this.family, this.name]);
       return true;
     } catch {
       return false;
     }
   }
 
+  /** Installs `body` (a `table FAMILY NAME { ... }` ruleset), replacing the table if it is there. */
+  async replace(body: string): Promise<void> {
+    await nft(['-f', '-'], (await this.exists()) ? `delete table ${this.family} ${this.name}\n${body}` : body);
+  }
+
+  async remove(): Promise<void> {
+    if (await this.exists()) await nft(['delete', 'table', this.family, this.name]);
+  }
+}
+
+/** Keeps the node's nftables policy table equal to the rendered ruleset (this network namespace). */
+export class NftPolicyBackend {
+  private last: string | undefined;
+  private readonly table = new NftTable('inet', NFT_TABLE);
+
+  async apply(endpoints: NftEndpoint[], members: SetMembers): Promise<boolean> {
+    const body = renderRuleset(endpoints, members, false);
+    if (body === this.last) return false;
+    await this.table.replace(body);
+    this.last = body;
+    return true;
+  }
+
+  exists(): Promise<boolean> {
+    return this.table.exists();
+  }
+
   /** Removes the table (eBPF mode takes over, or the agent is rolled back). */
   async remove(): Promise<void> {
     this.last = undefined;
-    if (await this.exists()) await nft(['delete', 'table', 'inet', NFT_TABLE]);
+    await this.table.remove();
   }
 }
