@@ -5,26 +5,20 @@
 // evaluator (test/policy/reference.ts).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
-import { stringify } from 'yaml';
 import { labDown, labUp, agentStatusPath, agentLogPath } from '../../src/lab/lab.js';
 import { Topology } from '../../src/lab/topology.js';
 import { FileStore } from '../../src/lab/store.js';
 import { storeDir } from '../../src/lab/controller.js';
-import { packageRoot } from '../../src/paths.js';
 import { privilegeProblem, requirePrivileges } from '../../src/testing/netns.js';
 import {
   WORLD_NAMESPACES,
   WORLD_PODS,
   expected,
-  explainProbe,
   generateCases,
   makeWorld,
-  probeKey,
   probeMatrix,
   type Case,
   type Probe,
@@ -32,89 +26,17 @@ import {
 import type { RefWorld } from './reference.js';
 import { validateObject } from '../../src/lab/resources.js';
 import { storedKind } from '../../src/lab/store.js';
+import { Prober, probeWith, runCasesWith, worldFixture } from './world-lab.js';
 
 const LAB = 'tpolicy';
 const NODES = 2;
 const quiet = { out: () => undefined, err: (l: string) => process.stderr.write(l + '\n') };
-const PROBE_MAIN = path.join(packageRoot, 'dist', 'src', 'lab', 'probe-main.js');
 
 let topo: Topology;
 let store: FileStore;
 let world: RefWorld;
 let tmp: string;
 const probers = new Map<string, Prober>();
-
-/** One prober process inside a pod's namespace. */
-class Prober {
-  private readonly child: ChildProcess;
-  private readonly waiting = new Map<number, (r: { ok: boolean[]; errors: (string | null)[] }) => void>();
-  private next = 1;
-  readonly ready: Promise<void>;
-
-  constructor(ns: string) {
-    this.child = spawn('nsenter', [`--net=/run/netns/${ns}`, process.execPath, PROBE_MAIN], {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    const lines = readline.createInterface({ input: this.child.stdout! });
-    this.ready = new Promise((resolve) => {
-      lines.on('line', (l) => {
-        const m = JSON.parse(l) as { id: number; ready?: boolean; ok: boolean[]; errors: (string | null)[] };
-        if (m.ready) return resolve();
-        this.waiting.get(m.id)?.(m);
-        this.waiting.delete(m.id);
-      });
-    });
-  }
-
-  ask(probes: { proto: 'tcp' | 'udp'; host: string; port: number }[], timeoutMs: number) {
-    const id = this.next++;
-    return new Promise<{ ok: boolean[]; errors: (string | null)[] }>((resolve) => {
-      this.waiting.set(id, resolve);
-      this.child.stdin!.write(JSON.stringify({ id, timeoutMs, probes }) + '\n');
-    });
-  }
-
-  close(): void {
-    this.child.stdin?.end();
-    this.child.kill();
-  }
-}
-
-function fixture(): string {
-  const docs: object[] = [];
-  for (const n of WORLD_NAMESPACES)
-    docs.push({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: n.name, labels: n.labels } });
-  WORLD_PODS.forEach((p, i) => {
-    const server = (port: number) => ({
-      name: `echo${port}`,
-      image: 'sluice/echo',
-      command: ['sluice', 'echo', 'server', '--name', p.name, '--tcp', String(port), '--udp', String(port)],
-    });
-    docs.push({
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name: p.name, namespace: p.namespace, labels: p.labels },
-      spec: {
-        nodeName: `node${(i % NODES) + 1}`,
-        terminationGracePeriodSeconds: 1,
-        containers: [
-          {
-            ...server(80),
-            ports: p.ports.map((x) => ({
-              ...(x.name ? { name: x.name } : {}),
-              containerPort: x.port,
-              protocol: x.protocol,
-            })),
-          },
-          server(81),
-        ],
-      },
-    });
-  });
-  const file = path.join(tmp, 'world.yaml');
-  writeFileSync(file, docs.map((d) => stringify(d)).join('---\n'));
-  return file;
-}
 
 /** Waits until every agent's datapath reflects the store's current revision. */
 async function programmed(): Promise<void> {
@@ -179,27 +101,14 @@ async function applyCase(c: Case): Promise<void> {
   }
 }
 
-async function probeAll(probes: Probe[], timeoutMs: number): Promise<Map<string, boolean>> {
-  const bySrc = new Map<string, Probe[]>();
-  for (const p of probes) bySrc.set(p.src, [...(bySrc.get(p.src) ?? []), p]);
-  const out = new Map<string, boolean>();
-  await Promise.all(
-    [...bySrc].map(async ([src, ps]) => {
-      const r = await probers.get(src)!.ask(
-        ps.map((p) => ({ proto: p.protocol === 'TCP' ? 'tcp' : 'udp', host: labPod(p.dst).ip, port: p.port })),
-        timeoutMs,
-      );
-      ps.forEach((p, i) => out.set(probeKey(p), r.ok[i]!));
-    }),
-  );
-  return out;
-}
+const probeAll = (probes: Probe[], timeoutMs: number): Promise<Map<string, boolean>> =>
+  probeWith(probers, (name) => labPod(name).ip, probes, timeoutMs);
 
 before(async () => {
   if (privilegeProblem()) return;
   tmp = mkdtempSync(path.join(os.tmpdir(), 'sluice-policy-'));
   await labDown(LAB, quiet);
-  const code = await labUp({ name: LAB, nodes: NODES, files: [fixture()], out: quiet });
+  const code = await labUp({ name: LAB, nodes: NODES, files: [worldFixture(tmp, NODES)], out: quiet });
   assert.equal(code, 0, 'lab up');
   topo = Topology.open(LAB)!;
   store = await FileStore.open(storeDir(LAB), { create: false });
@@ -222,35 +131,11 @@ test('no policy: every pod reaches every other pod on every port, TCP and UDP', 
   assert.deepEqual(failed, []);
 });
 
-/** Applies each case, probes everything, compares with the reference; returns the failures. */
-async function runCases(
+const runCases = (
   cases: Case[],
   each?: (c: Case) => Promise<void>,
-): Promise<{ failures: string[]; probes: number; allowed: number }> {
-  const failures: string[] = [];
-  let probes = 0;
-  let allowedCount = 0;
-  for (const c of cases) {
-    await applyCase(c);
-    const want = expected(world, c);
-    const got = await probeAll(want, 400);
-    // A probe that should pass but timed out is asked again with time to spare: the machine is
-    // shared. A probe that passed but should not have is a failure at once.
-    const retry = want.filter((w) => w.allowed && !got.get(probeKey(w)));
-    if (retry.length) for (const [k, v] of await probeAll(retry, 3000)) got.set(k, v);
-    for (const w of want) {
-      probes++;
-      if (w.allowed) allowedCount++;
-      if (got.get(probeKey(w)) !== w.allowed)
-        failures.push(
-          `${c.name}: ${probeKey(w)}: got ${got.get(probeKey(w)) ? 'allowed' : 'denied'}; ${explainProbe(world, c, w)}`,
-        );
-    }
-    await each?.(c);
-    if (failures.length > 20) break;
-  }
-  return { failures, probes, allowed: allowedCount };
-}
+): Promise<{ failures: string[]; probes: number; allowed: number }> =>
+  runCasesWith(world, cases, applyCase, probeAll, each);
 
 test('generated NetworkPolicy cases agree with the reference evaluator, probe by probe', async (t) => {
   if (!requirePrivileges(t)) return;
