@@ -15,6 +15,7 @@ export interface AgentCommandOptions {
   nodeIp?: string;
   lab?: string;
   kubeconfig?: string;
+  serviceAccountDir?: string;
   pinRoot?: string;
   cgroup?: string;
   logLevel?: string;
@@ -42,7 +43,11 @@ function inHostNetns(): boolean {
 async function kubernetesDatastore(opts: AgentCommandOptions, log: pino.Logger): Promise<Datastore> {
   const { resolveApiServer } = await import('../agent/datastore/endpoint.js');
   const { KubernetesDatastore } = await import('../agent/datastore/kubernetes.js');
-  const endpoint = resolveApiServer({ kubeconfig: opts.kubeconfig, env: process.env });
+  const endpoint = resolveApiServer({
+    kubeconfig: opts.kubeconfig,
+    env: process.env,
+    serviceAccountDir: opts.serviceAccountDir,
+  });
   // The datastore logs which API server it uses and why, with any warning (the seed's
   // kubernetes-services-endpoint override, or the ClusterIP default that needs kube-proxy).
   return new KubernetesDatastore({ endpoint, logger: log });

@@ -120,6 +120,10 @@ export function buildProgram(): Command {
     .option('--node-ip <ip>', "this node's IP (default: its Node object's InternalIP)")
     .option('--lab <name>', "watch a lab's local store instead of the Kubernetes API")
     .option('--kubeconfig <file>', 'kubeconfig (default: $KUBECONFIG, else in-cluster)')
+    .option(
+      '--service-account-dir <dir>',
+      "in-cluster: where the pod's service account token, ca.crt and namespace are (for an agent outside a container, as in the lab)",
+    )
     .option('--pin-root <dir>', 'bpffs directory for maps and links', DEFAULT_BPFFS_ROOT)
     .option('--cgroup <dir>', 'a sub-cgroup whose processes get connect-time load balancing')
     .option('--log-level <level>', 'debug, info, warn, error')

@@ -62,6 +62,7 @@ import {
   type Component,
   type StartedControlPlane,
 } from './kubernetes/control-plane.js';
+import { agentBaseEnv, agentPodEnvironment } from './kubernetes/agent-env.js';
 import { findKubePod, kubeconfigHint, kubectlFiles, waitKubePodsReady } from './kubernetes/commands.js';
 import { readKubePods } from './kubernetes/kubelet.js';
 import { installKubeProxy, readProxySetup, writeProxySetup, type ProxyMode } from './kubernetes/kube-proxy.js';
@@ -292,9 +293,14 @@ async function ensureFelixDefault(store: FileStore): Promise<void> {
  * to that node's interfaces only), recorded like every lab process, logging to agentLogPath(),
  * pinning under labPinRoot()/<node>, watching the lab store; then waits until each has synced.
  */
-async function startAgents(topo: Topology, store: FileStore, kubeconfig?: string): Promise<AgentHealth[]> {
+async function startAgents(topo: Topology, store: FileStore, kubernetes = false): Promise<AgentHealth[]> {
   await ensureFelixDefault(store);
   const name = topo.name;
+  // A lab with an API server: the agents start as the DaemonSet's container would (agent-env.ts).
+  const pod =
+    kubernetes && topo.nodes.some((n) => !alive(readAgentStatus(name, n.name)?.pid ?? 0))
+      ? await agentPodEnvironment(name)
+      : undefined;
   fs.mkdirSync(path.join(Topology.stateDir(name), 'agents'), { recursive: true, mode: 0o700 });
   const recorder = new ProcessRecorder(Topology.procsDir(name));
   const pids = new Map<string, number>();
@@ -314,8 +320,8 @@ async function startAgents(topo: Topology, store: FileStore, kubeconfig?: string
       ...AGENT_NODE_FLAGS,
       SLUICE_BIN,
       'agent',
-      // a lab with a Kubernetes control plane: the agents watch its API server
-      ...(kubeconfig ? ['--kubeconfig', kubeconfig] : ['--lab', name]),
+      // a lab with a Kubernetes control plane: the agents watch its API server, in-cluster
+      ...(pod ? ['--service-account-dir', pod.serviceAccountDir] : ['--lab', name]),
       '--node-name',
       n.name,
       '--node-ip',
@@ -329,7 +335,12 @@ async function startAgents(topo: Topology, store: FileStore, kubeconfig?: string
     const fd = fs.openSync(agentLogPath(name, n.name), 'a', 0o600);
     let child;
     try {
-      child = spawn(argv[0], argv.slice(1), { detached: true, stdio: ['ignore', fd, fd], cwd: '/' });
+      child = spawn(argv[0], argv.slice(1), {
+        detached: true,
+        stdio: ['ignore', fd, fd],
+        cwd: '/',
+        ...(pod ? { env: { ...agentBaseEnv(), ...pod.env } } : {}),
+      });
     } finally {
       fs.closeSync(fd);
     }
@@ -565,7 +576,7 @@ export async function labUp(opts: UpOptions): Promise<number> {
     const store = await openStore(name);
     try {
       const [agents] = await Promise.all([
-        withSluice ? startAgents(topo, store, kubeconfig) : Promise.resolve([]),
+        withSluice ? startAgents(topo, store, kubernetes) : Promise.resolve([]),
         kubernetes ? waitPodsAdmitted(name) : undefined,
       ]);
       if (withSluice) say(`agents: ${agents.map((a) => `${a.node} ${a.detail.split(':')[0]}`).join(', ')}`);

@@ -82,3 +82,14 @@ export function kubeLabReady(t: TestContext, tools: string[]): boolean {
 
 /** Whether the lab can be made at all (for before/after hooks, which cannot skip). */
 export const kubeLabPossible = (tools: string[]): boolean => !privilegeProblem(tools) && BIN_DIR !== undefined;
+
+/** The seed's kubernetes-services-endpoint ConfigMap, verbatim, with the lab's API server address. */
+export const SERVICES_ENDPOINT = `kind: ConfigMap
+apiVersion: v1
+metadata:
+  name: kubernetes-services-endpoint
+  namespace: kube-system
+data:
+  KUBERNETES_SERVICE_HOST: "192.168.77.250"
+  KUBERNETES_SERVICE_PORT: "6443"
+`;

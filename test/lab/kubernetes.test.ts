@@ -14,6 +14,10 @@
 //     (and a NodePort from the external client);
 //   - a Deployment is scheduled over the nodes, its ClusterIP answers UDP, deleting its
 //     namespace stops its pods and removes its frontends;
+//   - the agents run in-cluster as deploy/sluice.yaml's container would (its ServiceAccount's
+//     token and RBAC, the kubernetes-services-endpoint ConfigMap by envFrom): with the ConfigMap
+//     they reach the API server directly; without it a starting agent has only the ClusterIP,
+//     which nothing serves yet, and says so; the seed's ConfigMap, applied verbatim, fixes it;
 //   - memory of the control plane and the agents;
 //   - down removes every namespace, process (etcd, kube-apiserver, kube-controller-manager, the
 //     lab kubelet, agents, pods), state file and pin.
@@ -25,7 +29,7 @@
 // deploy/crds/ matches the kinds the agent reads.
 import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -35,7 +39,17 @@ import { labPinRoot } from '../../src/lab/lab.js';
 import { findKubernetesBinaries, kubernetesBinDir } from '../../src/lab/kubernetes/binaries.js';
 import { crdManifests } from '../../src/lab/kubernetes/bootstrap.js';
 import { KUBERNETES_RESOURCES } from '../../src/agent/datastore/kubernetes.js';
-import { BIN, kubeLabPossible, kubeLabReady, labKubectl, sluice, type Result } from './kube-lab.js';
+import {
+  BIN,
+  BIN_DIR,
+  kubeLabPossible,
+  kubeLabReady,
+  labKubectl,
+  run,
+  SERVICES_ENDPOINT,
+  sluice,
+  type Result,
+} from './kube-lab.js';
 import { privilegeProblem } from '../../src/testing/netns.js';
 
 const LAB = 'tk8s';
@@ -403,12 +417,7 @@ test('the agents read the API server: the kubernetes Service is in every node, a
   if (!ready(t)) return;
   for (const node of ['node1', 'node2']) {
     const log = fs.readFileSync(`/run/sluice/lab-${LAB}/agents/${node}.log`, 'utf8');
-    assert.match(
-      log,
-      new RegExp(
-        `using API server https://${escape(CP_IP)}:6443 from kubeconfig /run/sluice/lab-tk8s/kubernetes/admin.kubeconfig`,
-      ),
-    );
+    assert.match(log, new RegExp(`using API server https://${escape(CP_IP)}:6443 from KUBERNETES_SERVICE_HOST/PORT`));
   }
   const dumps = await waitNat('10.96.0.1:443', (d) => d.includes('10.96.0.1:443/tcp'));
   for (const d of dumps) assert.match(d, new RegExp(`${escape(CP_IP)}:6443`));
@@ -554,6 +563,101 @@ test('a Deployment is scheduled over the nodes, its ClusterIP answers UDP; delet
     podNs.filter((n) => netnsOf(LAB).includes(n)),
     [],
     "the pods' namespaces are gone",
+  );
+});
+
+/** The agent of `node` the lab started, found by its status file argument (it may not have written it yet). */
+function agentPids(node: string): number[] {
+  const want = `/run/sluice/lab-${LAB}/agents/${node}.json`;
+  const out: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const argv = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
+      if (argv.includes('agent') && argv.includes(want) && !argv.includes('nsenter')) out.push(Number(e));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+async function stopAgent(node: string): Promise<void> {
+  const pids = agentPids(node);
+  for (const p of pids) process.kill(p, 'SIGKILL');
+  const deadline = Date.now() + 10_000;
+  while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(pids.filter(alive), [], `the agent of ${node} stopped`);
+}
+
+async function logGrows(file: string, from: number, re: RegExp, ms: number): Promise<string> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const text = fs.readFileSync(file, 'utf8').slice(from);
+    if (re.test(text)) return text;
+    if (Date.now() > deadline) throw new Error(`${file}: no ${re} in ${ms / 1000} s:\n${text.slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('the kubernetes-services-endpoint ConfigMap: agents (in-cluster, deploy/ RBAC) reach the API server through it, and cannot without it', async (t) => {
+  if (!ready(t)) return;
+  const log = `/run/sluice/lab-${LAB}/agents/node1.log`;
+  // Started as the DaemonSet's container: its ServiceAccount's token, the ConfigMap by envFrom.
+  assert.match(
+    fs.readFileSync(log, 'utf8'),
+    /"source":"in-cluster-override".*"msg":"using API server https:\/\/192\.168\.77\.250:6443 from KUBERNETES_SERVICE_HOST\/PORT \(kubernetes-services-endpoint override; the kubelet's default was the ClusterIP 10\.96\.0\.1:443\)"/,
+  );
+  assert.match(
+    await kubectl(
+      'auth',
+      'can-i',
+      'watch',
+      'endpointslices.discovery.k8s.io',
+      '--as=system:serviceaccount:kube-system:sluice-node',
+    ),
+    /yes/,
+  );
+  assert.match(
+    (
+      await run('nsenter', [
+        `--net=/run/netns/sl-${LAB}-cp`,
+        path.join(BIN_DIR ?? '', 'kubectl'),
+        `--kubeconfig=/run/sluice/lab-${LAB}/kubernetes/admin.kubeconfig`,
+        'auth',
+        'can-i',
+        'create',
+        'pods',
+        '--as=system:serviceaccount:kube-system:sluice-node',
+      ])
+    ).stdout,
+    /no/,
+    'the agent account reads, it does not write',
+  );
+
+  // Without the ConfigMap a starting agent has only the kubelet's ClusterIP, which nothing serves
+  // on a node without kube-proxy before Sluice programs it: the seed's reason for the ConfigMap.
+  await kubectl('delete', 'configmap', '-n', 'kube-system', 'kubernetes-services-endpoint');
+  await stopAgent('node1');
+  let from = fs.statSync(log).size;
+  const up = spawn(process.execPath, [BIN, 'lab', 'up', '--kubernetes', '--name', LAB], { stdio: 'ignore' });
+  try {
+    const text = await logGrows(log, from, /ENETUNREACH|ECONNREFUSED|ETIMEDOUT/, 30_000);
+    assert.match(text, /"source":"in-cluster".*using API server https:\/\/10\.96\.0\.1:443/);
+    assert.match(text, /"level":40.*ClusterIP/, 'the agent warns that it depends on the ClusterIP');
+  } finally {
+    up.kill('SIGKILL');
+    await stopAgent('node1');
+  }
+
+  // The seed's ConfigMap, verbatim: the next start reaches the API server directly.
+  await labKubectl(LAB, ['apply', '-f', '-'], SERVICES_ENDPOINT);
+  from = fs.statSync(log).size;
+  const r = await sluice(['lab', 'up', '--kubernetes', '--name', LAB], { timeoutMs: 120_000 });
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  assert.match(
+    fs.readFileSync(log, 'utf8').slice(from),
+    /"source":"in-cluster-override".*https:\/\/192\.168\.77\.250:6443/,
   );
 });
 

@@ -32,7 +32,7 @@ import type { ProbeSummary } from '../../src/lab/echo-probe.js';
 import { ECHO_MAIN } from '../../src/lab/echo.js';
 import { withNetns } from '../../src/bpf/netns.js';
 import { queryTcx } from '../../src/bpf/link.js';
-import { kubeLabPossible, kubeLabReady, labKubectl, run, sluice } from './kube-lab.js';
+import { kubeLabPossible, kubeLabReady, labKubectl, run, SERVICES_ENDPOINT, sluice } from './kube-lab.js';
 
 const LAB = 'tseed';
 const TOOLS = ['ip', 'bridge', 'nsenter', 'ethtool', 'sh', 'bash', 'openssl', 'iptables-save', 'nft'];
@@ -85,15 +85,6 @@ spec:
 `;
 
 // The seed's ConfigMap (the manifest install: kube-system), with the lab API server's address.
-const SERVICES_ENDPOINT = `kind: ConfigMap
-apiVersion: v1
-metadata:
-  name: kubernetes-services-endpoint
-  namespace: kube-system
-data:
-  KUBERNETES_SERVICE_HOST: "192.168.77.250"
-  KUBERNETES_SERVICE_PORT: "6443"
-`;
 
 const kubectl = (args: string[], input?: string): Promise<string> => labKubectl(LAB, args, input);
 
@@ -313,6 +304,14 @@ test("the seed's steps on a live cluster: enable, DSR on and off, roll back, ena
     await kubectl(['get', 'configmap', '-n', 'kube-system', 'kubernetes-services-endpoint', '-o', 'jsonpath={.data}']),
     '{"KUBERNETES_SERVICE_HOST":"192.168.77.250","KUBERNETES_SERVICE_PORT":"6443"}',
   );
+  // The agents started in-cluster with the ConfigMap as their environment (the lab made it
+  // before them; see the kubernetes lab test for an agent started without it).
+  for (const n of NODES)
+    assert.match(
+      fs.readFileSync(`/run/sluice/lab-${LAB}/agents/${n}.log`, 'utf8'),
+      /"source":"in-cluster-override".*using API server https:\/\/192\.168\.77\.250:6443/,
+      `the agent of ${n} reaches the API server through the ConfigMap's address`,
+    );
 
   step('2. kube-proxy off (its rules stay until Sluice removes them)');
   await kubeProxyOff();

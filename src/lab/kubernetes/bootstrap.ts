@@ -7,6 +7,8 @@
 //     depend on the ClusterIP it is about to program);
 //   - one Node per lab node: InternalIP = its underlay IP, spec.podCIDR = its pod CIDR, the
 //     labels and Calico annotations of the lab's file store, then a Ready status;
+//   - the agent's ServiceAccount, ClusterRole and ClusterRoleBinding from deploy/sluice.yaml: the
+//     lab's agents run in-cluster with that account's token, so the RBAC there is what they have;
 //   - and it waits for the `default` ServiceAccount (the ServiceAccount admission plugin refuses
 //     pods before the controller-manager has made it).
 import fs from 'node:fs';
@@ -19,6 +21,7 @@ import { isStatus, KubeApiError, type KubeApi } from './api.js';
 import { API_PORT } from './control-plane.js';
 
 export const CRD_DIR = path.join(packageRoot, 'deploy', 'crds');
+export const AGENT_MANIFEST = path.join(packageRoot, 'deploy', 'sluice.yaml');
 export const SERVICES_ENDPOINT_CONFIGMAP = 'kubernetes-services-endpoint';
 
 interface Meta {
@@ -83,6 +86,29 @@ export async function installCrds(api: KubeApi, log: (m: string) => void): Promi
     }
   }
   log(`CRDs installed: ${crds.map((c) => c.metadata?.name).join(', ')}`);
+}
+
+/** Where each kind of deploy/sluice.yaml's RBAC objects is created. */
+const RBAC_COLLECTIONS: Record<string, (o: Obj) => string> = {
+  ServiceAccount: (o) => `/api/v1/namespaces/${o.metadata?.namespace ?? 'default'}/serviceaccounts`,
+  ClusterRole: () => '/apis/rbac.authorization.k8s.io/v1/clusterroles',
+  ClusterRoleBinding: () => '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings',
+};
+
+/** The agent's ServiceAccount, ClusterRole and ClusterRoleBinding as deploy/sluice.yaml has them. */
+export function agentRbacManifests(file = AGENT_MANIFEST): Obj[] {
+  return parseAllDocuments(fs.readFileSync(file, 'utf8'))
+    .map((d) => d.toJS() as Obj | null)
+    .filter((o): o is Obj => o !== null && RBAC_COLLECTIONS[o.kind ?? ''] !== undefined);
+}
+
+export async function installAgentRbac(api: KubeApi, log: (m: string) => void): Promise<void> {
+  const objs = agentRbacManifests();
+  // kube-system is made by the API server itself, a moment after /readyz
+  await retry('the agent RBAC of deploy/sluice.yaml', 30_000, () =>
+    Promise.all(objs.map((o) => api.createOrReplace(RBAC_COLLECTIONS[o.kind!]!(o), o))),
+  );
+  log(`agent RBAC installed from deploy/sluice.yaml: ${objs.map((o) => `${o.kind} ${o.metadata?.name}`).join(', ')}`);
 }
 
 export async function ensureFelixConfiguration(api: KubeApi, log: (m: string) => void): Promise<void> {

@@ -32,6 +32,7 @@ import { KubeApi, KubeApiError } from './api.js';
 import {
   ensureFelixConfiguration,
   ensureServicesEndpoint,
+  installAgentRbac,
   installCrds,
   registerNodes,
   waitDefaultServiceAccount,
@@ -426,6 +427,7 @@ export async function runKubeKubelet(name: string): Promise<number> {
     await Promise.all([
       installCrds(api, log).then(() => ensureFelixConfiguration(api!, log)),
       ensureServicesEndpoint(api, topo.controlPlane.ip),
+      installAgentRbac(api, log),
       registerNodes(api, topo),
     ]);
     kubelet = new KubeLabKubelet(topo, api, kc, log);
