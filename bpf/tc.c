@@ -452,7 +452,10 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 	x.t.proto = x.p.proto;
 	struct sl_ct_key k;
 	int src_is_b = sl_ct_key_of(&x.t, &k);
+	int opening_syn = x.p.proto == IPPROTO_TCP && (x.p.tcp_seen & (SL_TCP_SYN | SL_TCP_ACK)) == SL_TCP_SYN;
 	struct sl_ct *ct = bpf_map_lookup_elem(&sl_ct_v1, &k);
+	if (ct && opening_syn && sl_ct_reopen(&k, ct))
+		ct = NULL;
 	if (ct) {
 		skb->mark |= SL_MARK_SEEN;
 		return sl_established(skb, &x, ct, src_is_b);
@@ -462,7 +465,7 @@ SL_INLINE int sl_tc(struct __sk_buff *skb, int role)
 	 * (kube-proxy's) lives on in the kernel's conntrack. Left to the kernel untouched, so that
 	 * enabling eBPF mode breaks no connection, not even one mid-handshake; the node's guard
 	 * rule (SL_MARK_KERNEL_PATH) drops it there unless the kernel knows the connection. */
-	if (x.p.proto == IPPROTO_TCP && (x.p.tcp_seen & (SL_TCP_SYN | SL_TCP_ACK)) != SL_TCP_SYN) {
+	if (x.p.proto == IPPROTO_TCP && !opening_syn) {
 		skb->mark |= SL_MARK_KERNEL_PATH;
 		sl_count(x.c, SL_CNT_KERNEL_PATH);
 		return TC_ACT_OK;

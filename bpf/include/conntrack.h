@@ -153,3 +153,70 @@ SL_SUBPROG int sl_ct_create(const struct sl_tuple *t, const struct sl_ct_new *n)
 		v.tcp_a = n->tcp_seen;
 	return bpf_map_update_elem(&sl_ct_v1, &k, &v, BPF_ANY);
 }
+
+/* Whether a TCP connection has ended, from what each side sent: a reset, or a FIN from both. */
+SL_INLINE int sl_tcp_closed(__u8 opener, __u8 peer)
+{
+	return ((opener | peer) & SL_TCP_RST) || ((opener & SL_TCP_FIN) && (peer & SL_TCP_FIN));
+}
+
+SL_INLINE int sl_ct_key_eq(const struct sl_ct_key *x, const struct sl_ct_key *y)
+{
+	return x->addr_a == y->addr_a && x->addr_b == y->addr_b && x->port_a == y->port_a && x->port_b == y->port_b &&
+	       x->proto == y->proto;
+}
+
+/* The key of the other entry of a NAT flow, as userspace's expiry pairs them. Returns 0 for an
+ * entry without one (no NAT here, or the NAT is another node's). */
+SL_INLINE int sl_ct_pair_key(const struct sl_ct_key *k, const struct sl_ct *ct, struct sl_ct_key *pk)
+{
+	if (ct->type == SL_CT_NORMAL || !ct->nat_addr)
+		return 0;
+	struct sl_tuple t = { .daddr = ct->nat_addr, .dport = ct->nat_port, .proto = k->proto };
+	if (ct->snat_addr) {
+		/* Hairpin: the other entry starts at the address that stood in for the client. */
+		t.saddr = ct->snat_addr;
+		t.sport = ct->snat_port;
+	} else if (ct->opener_is_b) {
+		t.saddr = k->addr_b;
+		t.sport = k->port_b;
+	} else {
+		t.saddr = k->addr_a;
+		t.sport = k->port_a;
+	}
+	sl_ct_key_of(&t, pk);
+	return 1;
+}
+
+/* An opening SYN on the tuple of a connection that has ended starts a new connection (a client
+ * reusing its port before the old entries expire). As the kernel's conntrack does, the old flow
+ * is forgotten, both entries of a NAT flow, so the SYN is a first packet again: a backend chosen
+ * from the Service as it is now, policy judged afresh, TCP state from the start. A SYN while the
+ * connection is still open (a retransmit, a half-close) keeps it. Returns 1 when it was removed. */
+SL_SUBPROG int sl_ct_reopen(const struct sl_ct_key *k, struct sl_ct *ct)
+{
+	__u8 opener = ct->opener_is_b ? ct->tcp_b : ct->tcp_a;
+	__u8 peer = ct->opener_is_b ? ct->tcp_a : ct->tcp_b;
+	struct sl_ct_key pk;
+	int paired = sl_ct_pair_key(k, ct, &pk);
+	if (paired) {
+		/* Each entry of a NAT flow sees mostly one side's packets (a reply's translation hits the
+		 * other entry), so only both together tell whether both sides closed. The other entry
+		 * counts only while it points back: a later flow may have taken its key (the same client
+		 * port to the same backend through another frontend), and that flow is not ours to end. */
+		struct sl_ct *pair = bpf_map_lookup_elem(&sl_ct_v1, &pk);
+		struct sl_ct_key back;
+		if (pair && pair->type != ct->type && sl_ct_pair_key(&pk, pair, &back) && sl_ct_key_eq(&back, k)) {
+			opener |= pair->opener_is_b ? pair->tcp_b : pair->tcp_a;
+			peer |= pair->opener_is_b ? pair->tcp_a : pair->tcp_b;
+		} else {
+			paired = 0;
+		}
+	}
+	if (!sl_tcp_closed(opener, peer))
+		return 0;
+	if (paired)
+		bpf_map_delete_elem(&sl_ct_v1, &pk);
+	bpf_map_delete_elem(&sl_ct_v1, k);
+	return 1;
+}

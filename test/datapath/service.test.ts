@@ -8,7 +8,17 @@ import { privilegeProblem, requirePrivileges } from '../../src/testing/netns.js'
 import { TcAct } from '../../src/bpf/test-run.js';
 import { FrontendFlags, Proto } from '../../src/datapath/nat.js';
 import { RouteFlags } from '../../src/datapath/routes.js';
-import { CtFlags, CtType, ctKeyOf } from '../../src/datapath/conntrack.js';
+import { CtFlags, CtType, TcpSeen, ctKeyOf } from '../../src/datapath/conntrack.js';
+import {
+  EP_MAP,
+  EpFlags,
+  RULES_MAP,
+  RuleAction,
+  epMap,
+  rulesMap,
+  type EpEntry,
+  type RuleEntry,
+} from '../../src/datapath/policy.js';
 import { eth, frame, icmp, ipv4, payload, tcp, udp } from '../../src/packet/index.js';
 import type { PacketRun } from '../../src/bpf/test-run.js';
 
@@ -522,4 +532,261 @@ test('hairpin: a pod reaching itself through its Service gets its own packets ba
   const r3 = n1.run('from_wep', ack);
   assert.deepEqual([r3.parsed?.ipv4?.src, r3.parsed?.ipv4?.dst, r3.parsed?.tcp?.dport], [NODE1, POD1B, 8080]);
   clean(r3);
+});
+
+// A client that reuses its source port (port exhaustion, benchmarks, SO_REUSEADDR) opens a new
+// connection on the tuple of a closed one whose conntrack entries have not expired yet.
+const seg = (sport: number, flags: string) =>
+  frame(eth(), ipv4({ src: POD1, dst: VIP }), tcp({ sport, dport: 80, flags }));
+const back = (from: string, sport: number, flags: string) =>
+  frame(eth(), ipv4({ src: from, dst: POD1 }), tcp({ sport: 8080, dport: sport, flags }));
+
+/** Each side's TCP flags over both entries of the NAT flow, as userspace's expiry combines them. */
+function flowFlags(n: SimNode, sport: number, backend: string): { opener: number; peer: number } {
+  let opener = 0;
+  let peer = 0;
+  for (const k of [ctKeyOf(POD1, sport, VIP, 80, Proto.TCP), ctKeyOf(POD1, sport, backend, 8080, Proto.TCP)]) {
+    const v = n.conntrack.get(k);
+    if (!v) continue;
+    opener |= v.openerIsB ? v.tcpB : v.tcpA;
+    peer |= v.openerIsB ? v.tcpA : v.tcpB;
+  }
+  return { opener, peer };
+}
+
+/** A ClusterIP connection to POD2 from POD1:sport, opened and then closed with FINs or a reset. */
+function closedFlow(sport: number, close: 'fin' | 'rst'): void {
+  assert.equal(n1.run('from_wep', seg(sport, 'S')).parsed?.ipv4?.dst, POD2);
+  assert.equal(n1.run('to_wep', back(POD2, sport, 'SA')).parsed?.ipv4?.src, VIP);
+  n1.run('from_wep', seg(sport, 'A'));
+  if (close === 'rst') {
+    assert.equal(n1.run('to_wep', back(POD2, sport, 'RA')).parsed?.ipv4?.src, VIP);
+    return;
+  }
+  n1.run('from_wep', seg(sport, 'FA'));
+  n1.run('to_wep', back(POD2, sport, 'FA'));
+  // The last ACK (the closer's TIME_WAIT) still belongs to the old connection.
+  assert.equal(n1.run('from_wep', seg(sport, 'A')).parsed?.ipv4?.dst, POD2);
+}
+
+for (const close of ['fin', 'rst'] as const) {
+  test(`a SYN reusing the tuple of a ClusterIP flow closed by ${close === 'fin' ? 'FINs' : 'a reset'} is a new flow: the backend that left is not used`, (t) => {
+    if (!requirePrivileges(t)) return;
+    resetCt();
+    const svc = { svcId: 14, addr: VIP, port: 80, proto: Proto.TCP };
+    n1.service({ ...svc, backends: [{ addr: POD2, port: 8080 }] });
+    const sport = close === 'fin' ? 40500 : 40501;
+    closedFlow(sport, close);
+    // POD2 leaves the Service (TCP flows are not forgotten: they end on their own); POD1B stays.
+    n1.service({ ...svc, backends: [{ addr: POD1B, port: 8080, local: true }] });
+    const r = n1.run('from_wep', seg(sport, 'S'));
+    assert.equal(r.retval, TcAct.OK);
+    assert.deepEqual([r.parsed?.ipv4?.dst, r.parsed?.tcp?.dport], [POD1B, 8080], 'a fresh backend choice');
+    clean(r);
+    const fwd = n1.conntrack.get(ctKeyOf(POD1, sport, VIP, 80, Proto.TCP));
+    assert.deepEqual([fwd?.type, fwd?.natAddr], [CtType.NAT_FWD, POD1B]);
+    assert.equal(n1.conntrack.get(ctKeyOf(POD1, sport, POD2, 8080, Proto.TCP)), undefined, 'the old flow is gone');
+    assert.deepEqual(flowFlags(n1, sport, POD1B), { opener: TcpSeen.SYN, peer: 0 }, 'a new connection');
+    const synack = n1.run('to_wep', back(POD1B, sport, 'SA'));
+    assert.deepEqual([synack.parsed?.ipv4?.src, synack.parsed?.tcp?.sport], [VIP, 80]);
+  });
+}
+
+test('a SYN reusing the tuple of a closed ClusterIP flow with the same backend: a new connection, not a closed one', (t) => {
+  if (!requirePrivileges(t)) return;
+  resetCt();
+  n1.service({ svcId: 15, addr: VIP, port: 80, proto: Proto.TCP, backends: [{ addr: POD2, port: 8080 }] });
+  const sport = 40510;
+  closedFlow(sport, 'fin');
+  const before = n1.conntrack.get(ctKeyOf(POD1, sport, VIP, 80, Proto.TCP))!;
+  const r = n1.run('from_wep', seg(sport, 'S'));
+  assert.deepEqual([r.parsed?.ipv4?.dst, r.parsed?.tcp?.dport], [POD2, 8080]);
+  clean(r);
+  // Left with the old FINs, expiry would treat the new connection as closed and end it early.
+  assert.deepEqual(flowFlags(n1, sport, POD2), { opener: TcpSeen.SYN, peer: 0 });
+  const after = n1.conntrack.get(ctKeyOf(POD1, sport, VIP, 80, Proto.TCP))!;
+  assert.ok(after.createdNs >= before.lastSeenNs, 'a new entry');
+  const synack = n1.run('to_wep', back(POD2, sport, 'SA'));
+  assert.deepEqual([synack.parsed?.ipv4?.src, synack.parsed?.tcp?.sport], [VIP, 80]);
+  const ack = n1.run('from_wep', seg(sport, 'A'));
+  assert.deepEqual([ack.parsed?.ipv4?.dst, ack.parsed?.tcp?.dport], [POD2, 8080]);
+});
+
+test('a SYN of a flow that has not closed keeps its entry and backend: retransmits, half-close', (t) => {
+  if (!requirePrivileges(t)) return;
+  resetCt();
+  const svc = { svcId: 16, addr: VIP, port: 80, proto: Proto.TCP };
+  n1.service({ ...svc, backends: [{ addr: POD2, port: 8080 }] });
+  const sport = 40520;
+  assert.equal(n1.run('from_wep', seg(sport, 'S')).parsed?.ipv4?.dst, POD2);
+  n1.service({ ...svc, backends: [{ addr: POD1B, port: 8080, local: true }] });
+  for (const [dir, f] of [
+    ['from_wep', seg(sport, 'S')], // SYN_SENT: no answer yet
+    ['to_wep', back(POD2, sport, 'SA')], // the answer, lost on its way to the client ...
+    ['from_wep', seg(sport, 'S')], // ... which sends its SYN again
+    ['from_wep', seg(sport, 'A')],
+    ['from_wep', seg(sport, 'FA')], // only the client has closed
+    ['from_wep', seg(sport, 'S')],
+  ] as const) {
+    const r = n1.run(dir, f);
+    assert.equal(r.retval, TcAct.OK);
+    if (dir === 'from_wep') assert.equal(r.parsed?.ipv4?.dst, POD2, 'still the backend chosen first');
+    assert.equal(r.mapChanges.filter((c) => c.before === undefined || c.after === undefined).length, 0);
+  }
+});
+
+test("a closed flow's reverse entry, taken by a later flow through another frontend, stays that flow's", (t) => {
+  if (!requirePrivileges(t)) return;
+  resetCt();
+  const VIP2 = '10.96.0.21';
+  n1.service({ svcId: 20, addr: VIP, port: 80, proto: Proto.TCP, backends: [{ addr: POD2, port: 8080 }] });
+  n1.service({ svcId: 21, addr: VIP2, port: 80, proto: Proto.TCP, backends: [{ addr: POD2, port: 8080 }] });
+  const sport = 40540;
+  n1.run('from_wep', seg(sport, 'S'));
+  n1.run('to_wep', back(POD2, sport, 'SA'));
+  n1.run('from_wep', seg(sport, 'R'));
+  // The same client port to the other frontend, and so to the same backend tuple.
+  const other = frame(eth(), ipv4({ src: POD1, dst: VIP2 }), tcp({ sport, dport: 80, flags: 'S' }));
+  assert.equal(n1.run('from_wep', other).parsed?.ipv4?.dst, POD2);
+  n1.service({
+    svcId: 20,
+    addr: VIP,
+    port: 80,
+    proto: Proto.TCP,
+    backends: [{ addr: POD1B, port: 8080, local: true }],
+  });
+  assert.equal(n1.run('from_wep', seg(sport, 'S')).parsed?.ipv4?.dst, POD1B);
+  const reply = n1.run('to_wep', back(POD2, sport, 'SA'));
+  assert.deepEqual([reply.parsed?.ipv4?.src, reply.parsed?.tcp?.sport], [VIP2, 80], 'the other flow still works');
+});
+
+/** A node with one workload (POD1) on test-run's device and a rule table written directly. */
+function policyNode(ep: Partial<EpEntry>, rules: Partial<RuleEntry>[]): SimNode {
+  const n = new SimNode(NODE1);
+  topology(n, 1);
+  rules.forEach((r, index) =>
+    rulesMap(n.coll.map(RULES_MAP)).set({ index }, {
+      ...{ action: 0, proto: 0, notProto: 0, flags: 0, icmpType: 0, icmpCode: 0, notIcmpType: 0, notIcmpCode: 0 },
+      ...{ nSport: 0, nNotSport: 0, nDport: 0, nNotDport: 0, jump: 0, id: index + 1, dstNamedSet: 0 },
+      ...{ srcSet: [0, 0], srcNotSet: [0, 0], dstSet: [0, 0], dstNotSet: [0, 0] },
+      ...{ sport: Array(8).fill(0), notSport: Array(8).fill(0), dport: Array(8).fill(0), notDport: Array(8).fill(0) },
+      ...r,
+    } as RuleEntry),
+  );
+  epMap(n.coll.map(EP_MAP)).set(
+    { ifindex: 1 },
+    {
+      ...{ addr: POD1, flags: 0, inStart: 0, inLen: 0, egStart: 0, egLen: 0 },
+      ...{ fwdInStart: 0, fwdInLen: 0, fwdEgStart: 0, fwdEgLen: 0, preStart: 0, preLen: 0 },
+      ...ep,
+    },
+  );
+  return n;
+}
+
+test("policy judges the reused tuple again: the client's egress policy meets the new backend", (t) => {
+  if (!requirePrivileges(t)) return;
+  // Egress: TCP to port 9090 denied, the rest allowed.
+  const n = policyNode({ flags: EpFlags.EG_POLICY, egStart: 0, egLen: 2 }, [
+    { action: RuleAction.DENY, proto: Proto.TCP, nDport: 1, dport: [9090, 9090, 0, 0, 0, 0, 0, 0] },
+    { action: RuleAction.ALLOW },
+  ]);
+  t.after(() => n.close());
+  const svc = { svcId: 17, addr: VIP, port: 80, proto: Proto.TCP };
+  n.service({ ...svc, backends: [{ addr: POD2, port: 8080 }] });
+  const sport = 40530;
+  for (const [dir, f] of [
+    ['from_wep', seg(sport, 'S')],
+    ['to_wep', back(POD2, sport, 'SA')],
+    ['from_wep', seg(sport, 'FA')],
+    ['to_wep', back(POD2, sport, 'FA')],
+    ['from_wep', seg(sport, 'A')],
+  ] as const)
+    assert.equal(n.run(dir, f).retval, TcAct.OK, 'the first connection is allowed');
+  n.service({ ...svc, backends: [{ addr: POD1B, port: 9090, local: true }] });
+  assert.equal(n.run('from_wep', seg(sport + 1, 'S')).retval, TcAct.SHOT, 'a new port: denied');
+  assert.equal(n.run('from_wep', seg(sport, 'S')).retval, TcAct.SHOT, 'the reused port: denied too');
+});
+
+test("policy judges the reused tuple again: reused in the other direction, the new responder's ingress policy applies", (t) => {
+  if (!requirePrivileges(t)) return;
+  // POD1 may open connections; nothing may open one to it.
+  const n = policyNode({ flags: EpFlags.IN_POLICY, inStart: 0, inLen: 1 }, [{ action: RuleAction.DENY }]);
+  t.after(() => n.close());
+  const out = (flags: string) =>
+    frame(eth(), ipv4({ src: POD1, dst: POD2 }), tcp({ sport: 41000, dport: 8080, flags }));
+  const inc = (flags: string) =>
+    frame(eth(), ipv4({ src: POD2, dst: POD1 }), tcp({ sport: 8080, dport: 41000, flags }));
+  for (const [dir, f] of [
+    ['from_wep', out('S')],
+    ['to_wep', inc('SA')],
+    ['from_wep', out('A')],
+    ['from_wep', out('FA')],
+    ['to_wep', inc('FA')],
+    ['from_wep', out('A')],
+  ] as const)
+    assert.equal(n.run(dir, f).retval, TcAct.OK, 'the connection POD1 opened and its replies pass');
+  const r = n.run('to_wep', inc('S'));
+  assert.equal(r.retval, TcAct.SHOT, "POD2 opening a connection on the old tuple meets POD1's ingress policy");
+});
+
+test('a reused tuple after a closed hairpin flow: both of its entries go, the new flow is not hairpinned', (t) => {
+  if (!requirePrivileges(t)) return;
+  resetCt();
+  const HVIP = '10.96.0.18';
+  const svc = { svcId: 18, addr: HVIP, port: 80, proto: Proto.TCP };
+  n1.service({ ...svc, backends: [{ addr: POD1B, port: 8080, local: true }] });
+  const client = (flags: string) =>
+    frame(eth(), ipv4({ src: POD1B, dst: HVIP }), tcp({ sport: 46100, dport: 80, flags }));
+  const server = (flags: string) =>
+    frame(eth(), ipv4({ src: POD1B, dst: NODE1 }), tcp({ sport: 8080, dport: 46100, flags }));
+  for (const f of [client('S'), server('SA'), client('A'), client('FA'), server('FA'), client('A')])
+    assert.equal(n1.run('from_wep', f).retval, TcAct.REDIRECT, 'hairpinned');
+  n1.service({ ...svc, backends: [{ addr: POD2, port: 8080 }] });
+  const r = n1.run('from_wep', client('S'));
+  assert.equal(r.retval, TcAct.OK);
+  assert.deepEqual([r.parsed?.ipv4?.src, r.parsed?.ipv4?.dst], [POD1B, POD2]);
+  clean(r);
+  assert.equal(n1.conntrack.get(ctKeyOf(NODE1, 46100, POD1B, 8080, Proto.TCP)), undefined, 'the hairpin entry is gone');
+  assert.equal(n1.conntrack.get(ctKeyOf(POD1B, 46100, HVIP, 80, Proto.TCP))?.snatAddr, '0.0.0.0');
+});
+
+test('a reused tuple after a closed NodePort flow in Tunnel mode: new entries on both nodes, a fresh backend choice', (t) => {
+  if (!requirePrivileges(t)) return;
+  resetCt();
+  const svc = { svcId: 19, addr: '0.0.0.0', port: 30083, proto: Proto.TCP, flags: FrontendFlags.NODEPORT };
+  n1.service({ ...svc, backends: [{ addr: POD2, port: 8080 }] });
+  n2.service({ ...svc, backends: [{ addr: POD2, port: 8080, local: true }] });
+  const client = (flags: string) =>
+    frame(eth(), ipv4({ src: EXT, dst: NODE1 }), tcp({ sport: 50300, dport: 30083, flags }));
+  const server = (flags: string) =>
+    frame(eth(), ipv4({ src: POD2, dst: EXT }), tcp({ sport: 8080, dport: 50300, flags }));
+  // Each packet's whole way: the client's through node1's tunnel to node2, replies back through node1.
+  const request = (flags: string) => n2.run('from_hep', n1.run('from_hep', client(flags)).out);
+  const reply = (flags: string) => n1.run('from_hep', n2.run('from_wep', server(flags)).out);
+  const flows = () => [...n1.conntrack.entries(), ...n2.conntrack.entries()].map(([, v]) => v);
+  const handshake = () => {
+    assert.equal(request('S').parsed?.ipv4?.dst, POD2);
+    const synack = reply('SA');
+    assert.deepEqual([synack.parsed?.ipv4?.src, synack.parsed?.tcp?.sport], [NODE1, 30083]);
+    assert.equal(request('A').parsed?.ipv4?.dst, POD2);
+  };
+  handshake();
+  request('FA');
+  reply('FA');
+  request('A');
+  assert.equal(flows().length, 3, "node1's entry, node2's two");
+  // The same backend: the SYN makes new entries on both nodes, no state of the old connection.
+  handshake();
+  assert.deepEqual(
+    flows().map((v) => (v.tcpA | v.tcpB) & (TcpSeen.FIN | TcpSeen.RST)),
+    [0, 0, 0],
+  );
+  request('R');
+  // node1 now has a local backend only: its next SYN on the tuple no longer goes to node2.
+  n1.service({ ...svc, backends: [{ addr: POD1B, port: 8080, local: true }] });
+  const r = n1.run('from_hep', client('S'));
+  assert.equal(r.parsed?.vxlan, undefined, 'not tunnelled');
+  assert.deepEqual([r.parsed?.ipv4?.src, r.parsed?.ipv4?.dst], [EXT, POD1B]);
+  clean(r);
 });

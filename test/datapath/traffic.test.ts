@@ -105,6 +105,26 @@ test('ClusterIP with backends on two nodes spreads connections over both', async
   assert.deepEqual([...seen].sort(), ['web2', 'web3']);
 });
 
+test("a client reusing its source port after a closed connection reaches the Service's current backend", async (t) => {
+  if (!requirePrivileges(t, TOOLS)) return;
+  // The client closes first: its own TIME_WAIT would refuse the tuple for a minute, unless the
+  // kernel may reuse it (after a second).
+  await topo.mustExec('client', 'sysctl', ['-qw', 'net.ipv4.tcp_tw_reuse=1']);
+  const svc = { svcId: 10, addr: '10.96.0.50', port: 80, proto: Proto.TCP };
+  const localPort = 41234;
+  dp!.service({ ...svc, backends: [{ pod: 'web2', port: 8080 }] });
+  const first = await tcpAsk(ns('client'), svc.addr, svc.port, { localPort });
+  assert.ok(first.ok, first.error);
+  assert.equal(first.name, 'web2');
+  // web2 leaves the Service but keeps running: a stale conntrack entry would still reach it.
+  dp!.service({ ...svc, backends: [{ pod: 'web3', port: 8080 }] });
+  await new Promise((r) => setTimeout(r, 1100));
+  const again = await tcpAsk(ns('client'), svc.addr, svc.port, { localPort });
+  assert.ok(again.ok, again.error);
+  assert.equal(again.local, first.local, 'the same tuple');
+  assert.equal(again.name, 'web3');
+});
+
 test('a ClusterIP without backends refuses at once (ICMP port unreachable), not a timeout', async (t) => {
   if (!requirePrivileges(t, TOOLS)) return;
   const r = await tcpAsk(ns('client'), '10.96.0.99', 80, { timeoutMs: 3000 });
