@@ -18,6 +18,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ProcessRecorder } from './exec.js';
+import { applyExternalRoutes, wantedExternalRoutes } from './external-routes.js';
 import { desiredEndpoints, isPodReady, isSliceOf, reconcileSlices, isPodTerminal } from './endpointslices.js';
 import { containerLogPath, NETNS_ANNOTATION, PodRunner, type KubeletContext } from './kubelet.js';
 import { matchesMap, requestDelete } from './resources.js';
@@ -804,43 +805,10 @@ export class LabController {
 
   /** Routes in the external namespace for LoadBalancer ingress IPs and externalIPs. */
   private async syncExternalRoutes(): Promise<void> {
-    const ext = this.topo.external;
-    if (!ext) return;
-    const nodeIps = new Set(this.topo.nodes.map((n) => n.ip));
-    const want = new Map<string, string>();
-    const services = [...this.cache.Service.values()].sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : 1));
-    for (const s of services) {
-      const ips = [
-        ...(s.status?.loadBalancer?.ingress ?? []).flatMap((i) => (i.ip ? [i.ip] : [])),
-        ...(s.spec?.externalIPs ?? []),
-      ];
-      if (ips.length === 0) continue;
-      let via: string | undefined;
-      if (s.spec?.externalTrafficPolicy === 'Local') {
-        // a node with a ready local endpoint, as a LoadBalancer that health-checks nodes would pick
-        const ready = this.slicesOf(s.metadata?.namespace ?? '', s.metadata?.name ?? '')
-          .flatMap((sl) => sl.endpoints ?? [])
-          .filter((e) => e.conditions?.ready)
-          .map((e) => e.nodeName);
-        via = this.topo.nodes.find((n) => ready.includes(n.name))?.ip;
-      }
-      for (const ip of ips) {
-        if (nodeIps.has(ip) || ip === ext.ip) continue;
-        const n = this.topo.nodes[hashIndex(ip, this.topo.nodes.length)];
-        want.set(`${ip}/32`, via ?? n.ip);
-      }
-    }
-    const have = new Map(ext.routes.map((r) => [r.cidr, r.via]));
-    for (const [cidr, via] of want) {
-      if (have.get(cidr) === via) continue;
-      await this.topo.addExternalRoute(cidr, via);
-      this.log(`external: route ${cidr} via ${via}`);
-    }
-    for (const cidr of have.keys()) {
-      if (want.has(cidr) || !cidr.endsWith('/32')) continue;
-      await this.topo.removeExternalRoute(cidr);
-      this.log(`external: route ${cidr} removed`);
-    }
+    const want = wantedExternalRoutes(this.topo, [...this.cache.Service.values()], (ns, name) =>
+      this.slicesOf(ns, name),
+    );
+    await applyExternalRoutes(this.topo, want, (m) => this.log(m));
   }
 
   // --- Namespaces ----------------------------------------------------------------------------
@@ -888,11 +856,6 @@ function pickStatus(s: Deployment['status']): unknown {
     availableReplicas: s.availableReplicas,
     unavailableReplicas: s.unavailableReplicas,
   };
-}
-
-function hashIndex(s: string, n: number): number {
-  const h = createHash('sha1').update(s).digest();
-  return h.readUInt32BE(0) % n;
 }
 
 /** The new status, with condition transition times kept where the condition did not change. */

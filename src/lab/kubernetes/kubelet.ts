@@ -11,6 +11,7 @@
 //     the lab): a network namespace and address from the topology, the containers' commands in
 //     it, readiness probes; its status (podIP, hostIP, phase, container states, Ready) is patched
 //     back through pods/status, and the lab.sluice.dev/netns annotation says where it runs;
+//   - LoadBalancer addresses and the external client's routes to them (service-lb.ts);
 //   - a Pod being deleted is stopped gracefully and then removed (DELETE with grace 0 and the
 //     uid as precondition, as a kubelet does).
 // So the real endpointslice controller makes EndpointSlices from Pods the lab runs, and the
@@ -29,6 +30,7 @@ import { containerLogPath, NETNS_ANNOTATION, PodRunner, type KubeletContext } fr
 import type { Pod } from '../store.js';
 import { Topology } from '../topology.js';
 import { KubeApi, KubeApiError } from './api.js';
+import { KubeServiceLoadBalancer } from './service-lb.js';
 import {
   ensureFelixConfiguration,
   ensureServicesEndpoint,
@@ -403,6 +405,7 @@ export async function runKubeKubelet(name: string): Promise<number> {
     writeKubeletState(name, { state: 'starting', step: s });
   };
   let kubelet: KubeLabKubelet | undefined;
+  let lb: KubeServiceLoadBalancer | undefined;
   let api: KubeApi | undefined;
   try {
     // An earlier kubelet killed without stopping its pods left their processes: they go, the
@@ -431,7 +434,8 @@ export async function runKubeKubelet(name: string): Promise<number> {
       registerNodes(api, topo),
     ]);
     kubelet = new KubeLabKubelet(topo, api, kc, log);
-    await kubelet.start();
+    lb = new KubeServiceLoadBalancer(topo, api, kc, log);
+    await Promise.all([kubelet.start(), lb.start()]);
     // Ready for the agents now; pods can be created once the default ServiceAccount exists.
     writeKubeletState(name, { state: 'ready', readyzSeconds, serviceAccount: false });
     log(
@@ -445,7 +449,7 @@ export async function runKubeKubelet(name: string): Promise<number> {
   } catch (err) {
     log(`failed: ${(err as Error).message}`);
     writeKubeletState(name, { state: 'stopping', error: (err as Error).message });
-    await kubelet?.stop();
+    await Promise.all([kubelet?.stop(), lb?.stop()]);
     api?.close();
     return 1;
   }
@@ -454,7 +458,7 @@ export async function runKubeKubelet(name: string): Promise<number> {
   clearInterval(keepAlive);
   log(`${why}: stopping`);
   writeKubeletState(name, { state: 'stopping' });
-  await kubelet.stop();
+  await Promise.all([kubelet.stop(), lb?.stop()]);
   api.close();
   return 0;
 }
