@@ -400,12 +400,18 @@ async function main(): Promise<void> {
   if (earlier) {
     // the earlier run's settings stay the run's; this run's contenders say how they differ
     const kept = earlier.contenders.filter((c) => !contenders.includes(c.contender));
-    Object.assign(result, { ...earlier, contenders: kept, notes: [...earlier.notes] });
+    // an earlier partial run's note about a contender measured again now no longer holds
+    const notes = earlier.notes.filter(
+      (n) => !contenders.some((c) => n.startsWith(`${c} was measured in a second run`)),
+    );
+    Object.assign(result, { ...earlier, contenders: kept, notes });
     result.sizesFor = { ...earlier.sizesFor };
+    const head = gitState()?.head;
     for (const c of contenders) {
       result.sizesFor[c] = sizesFor.get(c) ?? SIZES;
       result.notes.push(
-        `${c} was measured in a second run started ${new Date().toISOString().slice(11, 16)} UTC ` +
+        `${c} was measured in a second run started ${new Date().toISOString().slice(11, 16)} UTC` +
+          `${head ? ` at commit ${head}` : ''} ` +
           `(sizes ${(sizesFor.get(c) ?? SIZES).join(', ')}; control-plane test at ${controlServices.toLocaleString('en-US')} Services).`,
       );
     }
