@@ -36,14 +36,13 @@ import { isPodReady } from './endpointslices.js';
 import { containerLogPath, NETNS_ANNOTATION } from './kubelet.js';
 import {
   admit,
-  defaultClusterConfig,
+  labClusterConfig,
   loadSchemas,
   manifestRef,
   ObjectError,
   readManifests,
   requestDelete,
   resourceName,
-  type ClusterConfig,
 } from './resources.js';
 import { describeObject, FileStore, type Kind, type Pod, type Service } from './store.js';
 import { LAB_RUN_DIR, Topology, type Overlay } from './topology.js';
@@ -62,7 +61,7 @@ import {
   type Component,
   type StartedControlPlane,
 } from './kubernetes/control-plane.js';
-import { agentBaseEnv, agentPodEnvironment } from './kubernetes/agent-env.js';
+import { agentBaseEnv, agentPodEnvironment, type AgentPodEnvironment } from './kubernetes/agent-env.js';
 import { findKubePod, kubeconfigHint, kubectlFiles, waitKubePodsReady } from './kubernetes/commands.js';
 import { readKubePods } from './kubernetes/kubelet.js';
 import { installKubeProxy, readProxySetup, writeProxySetup, type ProxyMode } from './kubernetes/kube-proxy.js';
@@ -126,14 +125,6 @@ async function openStore(name: string): Promise<FileStore> {
   return FileStore.open(storeDir(name), { create: false }).catch(() => {
     throw new CliError(`lab ${name} has no datastore yet (run \`sluice lab up --name ${name}\`)`);
   });
-}
-
-function clusterConfig(topo: Topology): ClusterConfig {
-  return defaultClusterConfig(
-    topo.nodes.map((n) => n.name),
-    topo.underlay,
-    [...topo.nodes.map((n) => n.ip), ...(topo.external ? [topo.external.ip] : [])],
-  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,11 +287,7 @@ async function ensureFelixDefault(store: FileStore): Promise<void> {
 async function startAgents(topo: Topology, store: FileStore, kubernetes = false): Promise<AgentHealth[]> {
   await ensureFelixDefault(store);
   const name = topo.name;
-  // A lab with an API server: the agents start as the DaemonSet's container would (agent-env.ts).
-  const pod =
-    kubernetes && topo.nodes.some((n) => !alive(readAgentStatus(name, n.name)?.pid ?? 0))
-      ? await agentPodEnvironment(name)
-      : undefined;
+  let pod: AgentPodEnvironment | undefined;
   fs.mkdirSync(path.join(Topology.stateDir(name), 'agents'), { recursive: true, mode: 0o700 });
   const recorder = new ProcessRecorder(Topology.procsDir(name));
   const pids = new Map<string, number>();
@@ -311,6 +298,8 @@ async function startAgents(topo: Topology, store: FileStore, kubernetes = false)
       continue;
     }
     fs.rmSync(agentStatusPath(name, n.name), { force: true });
+    // A lab with an API server: the agents start as the DaemonSet's container would (agent-env.ts).
+    if (kubernetes) pod ??= await agentPodEnvironment(name);
     const cg = nodeCgroup(name, n.name);
     if (cg) fs.mkdirSync(cg, { recursive: true });
     const argv = [
@@ -693,7 +682,7 @@ async function applyFiles(topo: Topology, store: FileStore, files: string[], out
   const { manifests, errors } = readManifests(files);
   for (const e of errors) out.err(`sluice: ${e.source}: ${e.message}`);
   await loadSchemas();
-  const cfg = clusterConfig(topo);
+  const cfg = labClusterConfig(topo);
   let applied = 0;
   let failed = errors.length;
   for (const m of manifests) {
@@ -898,7 +887,7 @@ export async function labStatus(nameOpt?: string): Promise<LabStatus> {
   const topo = openTopology(name);
   const store = await openStore(name);
   try {
-    const cfg = clusterConfig(topo);
+    const cfg = labClusterConfig(topo);
     const c = liveController(name);
     const agents = agentHealth(topo);
     const pods = store.snapshot('Pod');

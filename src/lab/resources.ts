@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import type { Topology } from './topology.js';
 import {
   API_VERSIONS,
   describeObject,
@@ -1098,6 +1099,15 @@ export interface ClusterConfig {
   reserved?: string[];
 }
 
+/** The cluster configuration of a lab: its nodes, underlay, and the addresses the pool must skip. */
+export function labClusterConfig(topo: Pick<Topology, 'nodes' | 'underlay' | 'external'>): ClusterConfig {
+  return defaultClusterConfig(
+    topo.nodes.map((n) => n.name),
+    topo.underlay,
+    [...topo.nodes.map((n) => n.ip), ...(topo.external ? [topo.external.ip] : [])],
+  );
+}
+
 export function defaultClusterConfig(
   nodes: string[],
   underlay = '192.168.77.0/24',
@@ -1133,6 +1143,40 @@ function usedNodePorts(tx: StoreTx, except: string): Map<number, string> {
     if (s.spec?.healthCheckNodePort) used.set(s.spec.healthCheckNodePort, id);
   }
   return used;
+}
+
+/**
+ * A LoadBalancer address from the lab's pool (`poolCidr`): the one the Service asks for
+ * (spec.loadBalancerIP), else the one it had, else the first free one that is not reserved; or why
+ * there is none. `used` maps the addresses other Services hold to their namespace/name. Shared by
+ * the file-store lab and the lab kubelet of a real API server.
+ */
+export function pickLoadBalancerIp(
+  poolCidr: string,
+  used: ReadonlyMap<string, string>,
+  reserved: ReadonlySet<string>,
+  asked?: string,
+  had?: string,
+): { ip: string } | { field: string; problem: string } {
+  const pool = parseCidr(poolCidr);
+  if (!pool) throw new Error(`bad LB pool ${poolCidr}`);
+  if (asked) {
+    const n = parseIpv4(asked) ?? 0;
+    if (!inCidr(n, pool))
+      return {
+        field: 'spec.loadBalancerIP',
+        problem: `${show(asked)} is not in the lab's LoadBalancer pool ${poolCidr}`,
+      };
+    if (used.has(asked))
+      return { field: 'spec.loadBalancerIP', problem: `${show(asked)} is already used by ${used.get(asked)}` };
+    return { ip: asked };
+  }
+  if (had && !used.has(had)) return { ip: had };
+  for (let n = pool.base + 1; n < pool.base + pool.size - 1; n++) {
+    const ip = formatIpv4(n);
+    if (!used.has(ip) && !reserved.has(ip)) return { ip };
+  }
+  return { field: 'status.loadBalancer', problem: `no free address left in the lab's LoadBalancer pool ${poolCidr}` };
 }
 
 function usedLbIps(tx: StoreTx, except: string): Map<string, string> {
@@ -1255,30 +1299,15 @@ function admitService(tx: StoreTx, svc: Service, old: Service | undefined, cfg: 
   // LoadBalancer ingress from the lab's pool (not for another loadBalancerClass).
   const status = (svc.status ??= {});
   if (type === 'LoadBalancer' && !s.loadBalancerClass) {
-    const pool = parseCidr(cfg.lbPool);
-    if (!pool) throw new Error(`bad LB pool ${cfg.lbPool}`);
-    const usedIps = usedLbIps(tx, id);
-    const reserved = new Set(cfg.reserved ?? []);
-    const oldIp = old?.status?.loadBalancer?.ingress?.[0]?.ip;
-    let ip: string | undefined;
-    if (s.loadBalancerIP) {
-      const n = parseIpv4(s.loadBalancerIP) ?? 0;
-      if (!inCidr(n, pool))
-        c.add('spec.loadBalancerIP', `${show(s.loadBalancerIP)} is not in the lab's LoadBalancer pool ${cfg.lbPool}`);
-      else if (usedIps.has(s.loadBalancerIP))
-        c.add('spec.loadBalancerIP', `${show(s.loadBalancerIP)} is already used by ${usedIps.get(s.loadBalancerIP)}`);
-      else ip = s.loadBalancerIP;
-    } else if (oldIp && !usedIps.has(oldIp)) ip = oldIp;
-    else {
-      for (let n = pool.base + 1; n < pool.base + pool.size - 1; n++) {
-        const cand = formatIpv4(n);
-        if (!usedIps.has(cand) && !reserved.has(cand)) {
-          ip = cand;
-          break;
-        }
-      }
-      if (!ip) c.add('status.loadBalancer', `no free address left in the lab's LoadBalancer pool ${cfg.lbPool}`);
-    }
+    const picked = pickLoadBalancerIp(
+      cfg.lbPool,
+      usedLbIps(tx, id),
+      new Set(cfg.reserved ?? []),
+      s.loadBalancerIP,
+      old?.status?.loadBalancer?.ingress?.[0]?.ip,
+    );
+    if ('problem' in picked) c.add(picked.field, picked.problem);
+    const ip = 'ip' in picked ? picked.ip : undefined;
     status.loadBalancer = ip ? { ingress: [{ ip, ipMode: 'VIP' }] } : {};
   } else {
     status.loadBalancer = {};

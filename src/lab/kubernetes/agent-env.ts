@@ -1,9 +1,9 @@
 // How the agents of a lab with a real API server are started: as deploy/sluice.yaml's container
 // would be by a kubelet, not with the lab's admin kubeconfig. So what the seed asks of an operator
 // has its effect in the lab:
-//   - in-cluster credentials: a token of the DaemonSet's ServiceAccount (kube-system/sluice-node,
-//     minted through the TokenRequest API as a kubelet does for a projected volume), the cluster
-//     CA and the namespace, in a directory the agent is pointed at (`--service-account-dir`: a
+//   - in-cluster credentials: a token of the DaemonSet's ServiceAccount (kube-system/sluice-node, as
+//     deploy/sluice.yaml names it; minted through the TokenRequest API as a kubelet does for a
+//     projected volume), the cluster CA and the namespace, in a directory the agent is pointed at (`--service-account-dir`: a
 //     process outside a container cannot have them at /var/run/secrets/...). The agent can do
 //     what the ClusterRole of deploy/sluice.yaml grants, and nothing else.
 //   - the environment a kubelet gives a container: the `kubernetes` Service's variables (its
@@ -15,19 +15,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CliError } from '../../cli/output.js';
 import { Topology } from '../topology.js';
-import { SERVICES_ENDPOINT_CONFIGMAP } from './bootstrap.js';
+import { AGENT_MANIFEST, agentRbacManifests, SERVICES_ENDPOINT_CONFIGMAP } from './bootstrap.js';
 import { kubectl, kubernetesDir } from './control-plane.js';
 import { pkiFiles } from './pki.js';
-
-export const AGENT_SERVICE_ACCOUNT = { namespace: 'kube-system', name: 'sluice-node' };
 
 export interface AgentPodEnvironment {
   /** The service account directory (token, ca.crt, namespace). */
   serviceAccountDir: string;
   /** The variables a kubelet would set, the ConfigMap's last. */
   env: Record<string, string>;
-  /** Whether the kubernetes-services-endpoint ConfigMap was there. */
-  servicesEndpoint: { host: string; port: string } | undefined;
 }
 
 async function kubectlOut(name: string, args: string[], what: string): Promise<string> {
@@ -53,7 +49,11 @@ function serviceLinkEnv(ip: string, port: number): Record<string, string> {
 
 /** Mints the token and reads the ConfigMap and the `kubernetes` Service, for the agents about to start. */
 export async function agentPodEnvironment(name: string): Promise<AgentPodEnvironment> {
-  const { namespace, name: account } = AGENT_SERVICE_ACCOUNT;
+  // the DaemonSet's own ServiceAccount, as deploy/sluice.yaml names it
+  const sa = agentRbacManifests().find((o) => o.kind === 'ServiceAccount')?.metadata;
+  if (!sa?.name) throw new CliError(`no ServiceAccount in ${AGENT_MANIFEST}`);
+  const account = sa.name;
+  const namespace = sa.namespace ?? 'default';
   const token = (
     await kubectlOut(
       name,
@@ -94,10 +94,6 @@ export async function agentPodEnvironment(name: string): Promise<AgentPodEnviron
   return {
     serviceAccountDir: dir,
     env: { ...serviceLinkEnv(clusterIp, port), ...fromConfigMap },
-    servicesEndpoint:
-      data.KUBERNETES_SERVICE_HOST && data.KUBERNETES_SERVICE_PORT
-        ? { host: data.KUBERNETES_SERVICE_HOST, port: data.KUBERNETES_SERVICE_PORT }
-        : undefined,
   };
 }
 

@@ -11,7 +11,7 @@ import type { DatastoreLogger, Watch, WatchEvent } from '../../agent/datastore/t
 import type { KubeConfig } from '@kubernetes/client-node';
 import { applyExternalRoutes, wantedExternalRoutes } from '../external-routes.js';
 import { isSliceOf } from '../endpointslices.js';
-import { defaultClusterConfig, formatIpv4, parseCidr, parseIpv4 } from '../resources.js';
+import { labClusterConfig, pickLoadBalancerIp } from '../resources.js';
 import type { EndpointSlice, Service } from '../store.js';
 import type { Topology } from '../topology.js';
 import type { KubeApi } from './api.js';
@@ -29,7 +29,7 @@ export class KubeServiceLoadBalancer {
   private busy = false;
   private again = false;
   private stopped = false;
-  private readonly pool: { base: number; size: number };
+  private readonly pool: string;
   private readonly reserved: Set<string>;
 
   constructor(
@@ -38,16 +38,9 @@ export class KubeServiceLoadBalancer {
     private readonly kc: KubeConfig,
     private readonly log: (m: string) => void,
   ) {
-    const reserved = [...topo.nodes.map((n) => n.ip), ...(topo.external ? [topo.external.ip] : [])];
-    const cfg = defaultClusterConfig(
-      topo.nodes.map((n) => n.name),
-      topo.underlay,
-      reserved,
-    );
-    const pool = parseCidr(cfg.lbPool);
-    if (!pool) throw new Error(`bad LoadBalancer pool ${cfg.lbPool}`);
-    this.pool = pool;
-    this.reserved = new Set(reserved);
+    const cfg = labClusterConfig(topo);
+    this.pool = cfg.lbPool;
+    this.reserved = new Set(cfg.reserved);
   }
 
   async start(): Promise<void> {
@@ -101,41 +94,27 @@ export class KubeServiceLoadBalancer {
   }
 
   private async sync(): Promise<void> {
-    const used = new Set<string>();
-    for (const s of this.services.values()) {
-      const ip = ingressIp(s);
-      if (ip) used.add(ip);
+    const used = new Map<string, string>();
+    for (const sv of this.services.values()) {
+      const ip = ingressIp(sv);
+      if (ip) used.set(ip, key(sv));
     }
-    for (const s of this.services.values()) {
-      if (s.spec?.type !== 'LoadBalancer' || s.spec.loadBalancerClass || ingressIp(s)) continue;
-      const ip = this.pick(s, used);
-      if (!ip) {
-        this.log(`service ${key(s)}: no free address in the LoadBalancer pool`);
+    for (const sv of this.services.values()) {
+      if (sv.spec?.type !== 'LoadBalancer' || sv.spec.loadBalancerClass || ingressIp(sv)) continue;
+      const picked = pickLoadBalancerIp(this.pool, used, this.reserved, sv.spec.loadBalancerIP);
+      if (!('ip' in picked)) {
+        this.log(`service ${key(sv)}: ${picked.field}: ${picked.problem}`);
         continue;
       }
-      used.add(ip);
-      await this.api.patch(`/api/v1/namespaces/${s.metadata?.namespace}/services/${s.metadata?.name}/status`, {
-        status: { loadBalancer: { ingress: [{ ip, ipMode: 'VIP' }] } },
+      used.set(picked.ip, key(sv));
+      await this.api.patch(`/api/v1/namespaces/${sv.metadata?.namespace}/services/${sv.metadata?.name}/status`, {
+        status: { loadBalancer: { ingress: [{ ip: picked.ip, ipMode: 'VIP' }] } },
       });
-      this.log(`service ${key(s)}: LoadBalancer ingress ${ip}`);
+      this.log(`service ${key(sv)}: LoadBalancer ingress ${picked.ip}`);
     }
     const want = wantedExternalRoutes(this.topo, [...this.services.values()], (ns, name) =>
       [...this.slices.values()].filter((sl) => isSliceOf(sl, ns, name)),
     );
     await applyExternalRoutes(this.topo, want, this.log);
-  }
-
-  private pick(s: Service, used: Set<string>): string | undefined {
-    const inPool = (ip: string): boolean => {
-      const n = parseIpv4(ip);
-      return n !== undefined && n > this.pool.base && n < this.pool.base + this.pool.size - 1;
-    };
-    const asked = s.spec?.loadBalancerIP;
-    if (asked) return inPool(asked) && !used.has(asked) ? asked : undefined;
-    for (let n = this.pool.base + 1; n < this.pool.base + this.pool.size - 1; n++) {
-      const ip = formatIpv4(n);
-      if (!used.has(ip) && !this.reserved.has(ip)) return ip;
-    }
-    return undefined;
   }
 }
