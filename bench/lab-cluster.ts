@@ -286,8 +286,9 @@ export class BenchLab {
   }
 
   /** iperf3 in a namespace; returns Gbit/s and bytes received. */
-  async iperf(netns: string, host: string, port: number, seconds: number, streams: number) {
+  async iperf(netns: string, host: string, port: number, seconds: number, streams: number, reverse = false) {
     const argv = ['nsenter', `--net=/run/netns/${netns}`, 'iperf3', '-c', host, '-p', String(port)];
+    if (reverse) argv.push('-R');
     const r = await run([...argv, '-t', String(seconds), '-P', String(streams), '-J'], {
       timeoutMs: (seconds + 30) * 1000,
     });

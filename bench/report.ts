@@ -421,18 +421,34 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
         spread2(m.throughput1.gbps),
         spread2(m.throughput4.gbps),
         ext ? `${((m.throughput1.gbps.median / ext.throughput1.gbps.median) * 100).toFixed(1)}%` : 'n/a',
+        m.reverse1 ? spread2(m.reverse1.gbps) : 'n/a',
+        m.reverse1 && ext?.reverse1
+          ? `${((m.reverse1.gbps.median / ext.reverse1.gbps.median) * 100).toFixed(1)}%`
+          : 'n/a',
         spread2(m.throughput1.cpuSecondsPerGB),
       ]);
   L.push(
     ...table(
-      ['path', 'p50 / p99 ms', '/ baseline', 'Gbit/s 1 stream', 'Gbit/s 4 streams', '1 stream of baseline', 'CPU s/GB'],
+      [
+        'path',
+        'p50 / p99 ms',
+        '/ baseline',
+        'Gbit/s 1 stream',
+        'Gbit/s 4 streams',
+        '1 stream of baseline',
+        'Gbit/s back (-R)',
+        'back of baseline',
+        'CPU s/GB',
+      ],
       nRows,
     ),
     '',
   );
   L.push(
     'Baseline for NodePort: the external client straight to the pod IP through node2 (a route in the external namespace), ' +
-      'measured in the baseline lab: one forwarding hop fewer than any NodePort path.',
+      'measured in the baseline lab: one forwarding hop fewer than any NodePort path. ' +
+      '"Back (-R)" is iperf3 -R, one stream: the server sends to the external client, the direction in which ' +
+      "DSR's replies leave the backend's node straight instead of returning through node1.",
     '',
   );
 

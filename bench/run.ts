@@ -7,7 +7,7 @@ import { benchMapUpdates } from './map-updates.js';
 import { benchPacketCost } from './datapath.js';
 import { benchPolicy, policyReport } from './policy.js';
 import type { AgentSyncResult } from './agent-sync.js';
-import { AGENT_NODE_FLAGS } from '../src/agent/runtime.js';
+import { agentNodeFlags } from '../src/agent/runtime.js';
 import { execFileSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { benchThroughput } from './throughput.js';
@@ -43,7 +43,7 @@ const agentSync = JSON.parse(
   execFileSync(
     process.execPath,
     [
-      ...AGENT_NODE_FLAGS,
+      ...agentNodeFlags(),
       '--expose-gc',
       '-e',
       `import('${pathToFileURL(path.join(packageRoot, 'dist', 'bench', 'agent-sync.js')).href}').then((m) => console.log(JSON.stringify(m.benchAgentSync(${quick ? 1000 : 10_000}, 10, 1000))))`,

@@ -28,6 +28,8 @@ export interface Target {
   port: number;
   /** The client's namespace. */
   netns: string;
+  /** iperf3 -R: the server sends, the client receives (the return path, where DSR differs). */
+  reverse?: boolean;
 }
 
 /** A rate over repetitions, with the connections that failed over all of them. */
@@ -105,7 +107,7 @@ export async function measureThroughput(
   for (let r = 0; r < s.iperfRounds; r++) {
     for (const [i, t] of targets.entries()) {
       const c0 = machineCpuSeconds();
-      const a = await lab.iperf(t.netns, t.host, t.port, s.iperfSeconds, streams);
+      const a = await lab.iperf(t.netns, t.host, t.port, s.iperfSeconds, streams, t.reverse);
       const cpu = machineCpuSeconds() - c0;
       per[i].gbps.push(a.gbps);
       per[i].cpu.push(cpu / (a.bytes / 1e9));

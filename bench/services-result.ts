@@ -34,6 +34,8 @@ export interface PathsAt {
   latency: Latency;
   throughput1: Throughput;
   throughput4: Throughput;
+  /** iperf3 -R, 1 stream: the server sends back over the return path (NodePort paths only). */
+  reverse1?: Throughput;
 }
 
 export interface ContenderResult {
@@ -58,7 +60,7 @@ export interface ContenderResult {
     rr: Rate;
     throughput1: Throughput;
     throughput4: Throughput;
-    extDirect: { latency: Latency; throughput1: Throughput; throughput4: Throughput };
+    extDirect: { latency: Latency; throughput1: Throughput; throughput4: Throughput; reverse1?: Throughput };
   };
   /** The run of this contender stopped here. */
   error?: string;

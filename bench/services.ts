@@ -27,6 +27,7 @@ import {
   measureLatency,
   measurePaths,
   measureRR,
+  measureThroughput,
   nodePortPaths,
   waitFor,
   type Sizes,
@@ -171,14 +172,17 @@ async function runBaseline(lab: BenchLab, res: ContenderResult): Promise<void> {
   await lab.routeExtToPods();
   const { direct } = nodePortPaths(lab.ns('ext'), server.ip);
   const [ext] = await measurePaths(lab, [direct], settings);
-  say(`    p50 ${fmtUs(ext.latency.p50.median)}; ${ext.throughput1.gbps.median.toFixed(2)} Gbit/s`);
+  const [extReverse] = await measureThroughput(lab, [{ ...direct.iperf, reverse: true }], 1, settings);
+  say(
+    `    p50 ${fmtUs(ext.latency.p50.median)}; ${ext.throughput1.gbps.median.toFixed(2)} Gbit/s, ${extReverse.gbps.median.toFixed(2)} Gbit/s back (-R)`,
+  );
   res.baseline = {
     latency,
     connRate,
     rr,
     throughput1: paths.throughput1,
     throughput4: paths.throughput4,
-    extDirect: ext,
+    extDirect: { ...ext, reverse1: extReverse },
   };
 }
 
@@ -322,12 +326,46 @@ async function measureNodePort(lab: BenchLab, res: ContenderResult, largest: num
     await waitFor(lab, np.nodePort.echo, 'ok', 60);
     say(`  ${res.contender}: NodePort from the external client through node1 (${mode}), and straight to the pod`);
     const [n, d] = await measurePaths(lab, [np.nodePort, np.direct], settings);
-    res.nodePort.push({ mode, services: largest, ...n });
-    res.extDirect ??= { services: largest, ...d };
+    // the server's data back to the client: with DSR it leaves node2 straight, without node1
+    const [nr, dr] = await measureThroughput(
+      lab,
+      [
+        { ...np.nodePort.iperf, reverse: true },
+        { ...np.direct.iperf, reverse: true },
+      ],
+      1,
+      settings,
+    );
+    res.nodePort.push({ mode, services: largest, ...n, reverse1: nr });
+    res.extDirect ??= { services: largest, ...d, reverse1: dr };
     say(
-      `    NodePort p50 ${fmtUs(n.latency.p50.median)} p99 ${fmtUs(n.latency.p99.median)}, ${n.throughput1.gbps.median.toFixed(2)} Gbit/s; direct p50 ${fmtUs(d.latency.p50.median)}, ${d.throughput1.gbps.median.toFixed(2)} Gbit/s`,
+      `    NodePort p50 ${fmtUs(n.latency.p50.median)} p99 ${fmtUs(n.latency.p99.median)}, ${n.throughput1.gbps.median.toFixed(2)} Gbit/s, ${nr.gbps.median.toFixed(2)} back (-R); direct p50 ${fmtUs(d.latency.p50.median)}, ${d.throughput1.gbps.median.toFixed(2)} Gbit/s, ${dr.gbps.median.toFixed(2)} back`,
     );
   }
+}
+
+/**
+ * A partial run whose contender failed keeps that contender's earlier figures (a failed rerun
+ * measured nothing that replaces them) and says so, instead of the note of a second run.
+ */
+function keepEarlier(
+  result: ServicesBenchResult,
+  earlier: ServicesBenchResult | undefined,
+  c: Contender,
+  error: string,
+): void {
+  const before = earlier?.contenders.find((e) => e.contender === c);
+  if (!earlier || !before) return;
+  result.contenders = result.contenders.map((e) => (e.contender === c ? before : e));
+  result.sizesFor = { ...result.sizesFor };
+  if (earlier.sizesFor?.[c]) result.sizesFor[c] = earlier.sizesFor[c];
+  else delete result.sizesFor[c];
+  const second = `${c} was measured in a second run`;
+  result.notes = [
+    ...result.notes.filter((n) => !n.startsWith(second)),
+    ...earlier.notes.filter((n) => n.startsWith(second)),
+    `A rerun of ${c} failed (${error.split('\n')[0]}); its figures are those of the earlier run.`,
+  ];
 }
 
 /** The commit measured, and the files that differed from it (the datapath and agent as run). */
@@ -402,7 +440,10 @@ async function main(): Promise<void> {
     const kept = earlier.contenders.filter((c) => !contenders.includes(c.contender));
     // an earlier partial run's note about a contender measured again now no longer holds
     const notes = earlier.notes.filter(
-      (n) => !contenders.some((c) => n.startsWith(`${c} was measured in a second run`)),
+      (n) =>
+        !contenders.some(
+          (c) => n.startsWith(`${c} was measured in a second run`) || n.startsWith(`A rerun of ${c} failed`),
+        ),
     );
     Object.assign(result, { ...earlier, contenders: kept, notes });
     result.sizesFor = { ...earlier.sizesFor };
@@ -443,6 +484,7 @@ async function main(): Promise<void> {
     } catch (err) {
       res.error = (err as Error).message;
       say(`${c}: FAILED: ${res.error}`);
+      keepEarlier(result, earlier, c, res.error);
     } finally {
       say(`${c}: lab ${lab.name} down`);
       await lab.down();

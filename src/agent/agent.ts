@@ -61,7 +61,7 @@ export interface AgentOptions {
   cgroup?: string;
   /** Port overrides (0 = any free port, tests); by default from the configuration. */
   ports?: { health?: number; healthz?: number; metrics?: number };
-  intervals?: { conntrackScanMs?: number; interfacePollMs?: number; countersMs?: number };
+  intervals?: { conntrackScanMs?: number; interfacePollMs?: number };
   /** A file the agent rewrites after every sync with its state (the lab reads it). */
   statusFile?: string;
 }
@@ -181,7 +181,8 @@ export class Agent {
     this.watchNetwork();
     this.timers.push(setInterval(() => this.pollInterfaces(), iv.interfacePollMs ?? 5000));
     this.timers.push(setInterval(() => this.scanConntrack(), iv.conntrackScanMs ?? 10_000));
-    this.timers.push(setInterval(() => this.updateCounters(), iv.countersMs ?? 5000));
+    this.metrics.readMapEntries = () => this.readMapEntries();
+    this.metrics.readPackets = () => this.readPackets();
     this.timers.push(setInterval(() => this.readPolicyLog(), 200));
     this.timers.push(setInterval(() => void this.cleanKubeProxy(), 30_000));
     for (const t of this.timers) t.unref();
@@ -915,13 +916,15 @@ export class Agent {
     try {
       const r = scanConntrack(this.datapath.conntrack, resolveConntrackTimeouts(this.cfg));
       this.metrics.conntrackEntries.set(r.scanned - r.expired);
+      this.metrics.mapEntries.set({ map: CT_MAP }, r.scanned - r.expired);
       this.metrics.conntrackExpired.inc(r.expired);
     } catch (err) {
       this.log.warn({ err }, 'conntrack scan failed');
     }
   }
 
-  private updateCounters(): void {
+  /** On a scrape: the packet counters of every attached hook. */
+  private readPackets(): void {
     const dp = this.datapath;
     if (this.stopped || !dp) return;
     try {
@@ -929,13 +932,27 @@ export class Agent {
         for (const [name, value] of Object.entries(row.counters))
           this.metrics.packets.set({ hook: `${row.ifindex}/${row.hook}`, counter: name }, value);
       }
-      for (const name of [ROUTES_MAP, NAT_FE_MAP, NAT_BE_MAP, NAT_AFF_MAP, CT_MAP]) {
-        let n = 0;
-        for (const _ of dp.tc.map(name).keys()) n++;
-        this.metrics.mapEntries.set({ map: name }, n);
-      }
     } catch (err) {
-      this.log.warn({ err }, 'reading counters failed');
+      this.log.warn({ err }, 'reading the packet counters failed');
+    }
+  }
+
+  /**
+   * On a scrape: the maps this agent alone writes are counted from what it wrote; the affinity map,
+   * which the datapath fills, is read in batches; conntrack is counted by its scan.
+   */
+  private readMapEntries(): void {
+    const dp = this.datapath;
+    if (this.stopped || !dp) return;
+    this.metrics.mapEntries.set({ map: ROUTES_MAP }, this.routesInMap.size);
+    if (this.writer) {
+      this.metrics.mapEntries.set({ map: NAT_FE_MAP }, this.writer.frontendEntries);
+      this.metrics.mapEntries.set({ map: NAT_BE_MAP }, this.writer.backendEntries);
+    }
+    try {
+      this.metrics.mapEntries.set({ map: NAT_AFF_MAP }, dp.tc.map(NAT_AFF_MAP).count());
+    } catch (err) {
+      this.log.warn({ err }, 'counting the affinity map failed');
     }
   }
 }

@@ -347,10 +347,40 @@ export class BpfMap {
   *entries(chunk = 256): Generator<[Buffer, Buffer]> {
     const ks = this.def.keySize;
     const vs = this.userValueSize;
-    const keys = Buffer.alloc(ks * chunk);
-    const values = Buffer.alloc(vs * chunk);
+    for (const batch of this.batches(chunk)) {
+      if (!batch) {
+        yield* this.entriesByKey();
+        return;
+      }
+      const { keys, values, n } = batch;
+      for (let i = 0; i < n; i++) {
+        yield [Buffer.from(keys.subarray(i * ks, (i + 1) * ks)), Buffer.from(values.subarray(i * vs, (i + 1) * vs))];
+      }
+    }
+  }
+
+  /** How many elements the map holds, read in batches without copying them out one by one. */
+  count(chunk = 4096): number {
+    let n = 0;
+    for (const batch of this.batches(chunk)) {
+      if (!batch) {
+        for (const _ of this.keys()) n++;
+        return n;
+      }
+      n += batch.n;
+    }
+    return n;
+  }
+
+  /**
+   * BPF_MAP_LOOKUP_BATCH over the whole map; the buffers are reused between batches. Yields
+   * `undefined` once, first, where the map type has no batch lookup.
+   */
+  private *batches(chunk: number): Generator<{ keys: Buffer; values: Buffer; n: number } | undefined> {
+    const keys = Buffer.alloc(this.def.keySize * chunk);
+    const values = Buffer.alloc(this.userValueSize * chunk);
     // The batch cursor is opaque and sized like a key for hash maps (u32 for arrays).
-    const batchSize = Math.max(ks, 4);
+    const batchSize = Math.max(this.def.keySize, 4);
     let inBatch: Buffer | null = null;
     const outBatch = Buffer.alloc(batchSize);
     for (;;) {
@@ -365,14 +395,12 @@ export class BpfMap {
       const n = attr.readUInt32LE(32);
       if (r < 0 && r !== -ENOENT) {
         if (inBatch === null && (r === -ENOTSUPP || r === -EOPNOTSUPP || r === -EINVAL)) {
-          yield* this.entriesByKey();
+          yield undefined;
           return;
         }
         throw BpfError.fromErrno(-r, 'BPF_MAP_LOOKUP_BATCH', this.name);
       }
-      for (let i = 0; i < n; i++) {
-        yield [Buffer.from(keys.subarray(i * ks, (i + 1) * ks)), Buffer.from(values.subarray(i * vs, (i + 1) * vs))];
-      }
+      yield { keys, values, n };
       if (r === -ENOENT) return;
       inBatch = Buffer.from(outBatch);
     }

@@ -46,7 +46,7 @@ import {
 } from './resources.js';
 import { describeObject, FileStore, type Kind, type Pod, type Service } from './store.js';
 import { LAB_RUN_DIR, Topology, type Overlay } from './topology.js';
-import { AGENT_NODE_FLAGS } from '../agent/runtime.js';
+import { agentNodeFlags } from '../agent/runtime.js';
 import { findKubernetesBinaries } from './kubernetes/binaries.js';
 import {
   componentLogPath,
@@ -306,7 +306,7 @@ async function startAgents(topo: Topology, store: FileStore, kubernetes = false)
       'nsenter',
       `--net=/run/netns/${n.ns}`,
       process.execPath,
-      ...AGENT_NODE_FLAGS,
+      ...agentNodeFlags(),
       SLUICE_BIN,
       'agent',
       // a lab with a Kubernetes control plane: the agents watch its API server, in-cluster

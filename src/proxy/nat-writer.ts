@@ -105,6 +105,13 @@ export class NatWriter {
     return this.feInMap.size;
   }
 
+  /** How many backend entries the maps hold (after the last flush). */
+  get backendEntries(): number {
+    let n = 0;
+    for (const list of this.beInMap.values()) for (const b of list) if (b) n++;
+    return n;
+  }
+
   upsert(f: NatFrontend): void {
     const prev = this.desired.get(f.key);
     if (prev && prev.group !== f.group) this.membersByGroup.get(prev.group)?.delete(f.key);

@@ -34,9 +34,15 @@ test('readiness and kube-proxy healthz follow the sync state; metrics are served
     );
     metrics.syncSeconds.observe(0.004);
     metrics.mapEntries.set({ map: 'sl_ct_v1' }, 12);
+    // The map counts are read when scraped, not on a timer.
+    let reads = 0;
+    metrics.readMapEntries = () => metrics.mapEntries.set({ map: 'sl_nat_fe_v1' }, 100 + ++reads);
     const m = await get(prom, '/metrics');
     assert.match(m.body, /sluice_sync_duration_seconds_count 1/);
     assert.match(m.body, /sluice_map_entries\{map="sl_ct_v1"\} 12/);
+    assert.match(m.body, /sluice_map_entries\{map="sl_nat_fe_v1"\} 101/);
+    assert.match((await get(prom, '/metrics')).body, /sluice_map_entries\{map="sl_nat_fe_v1"\} 102/);
+    assert.equal(reads, 2, 'one read per scrape');
   } finally {
     await hs.stop();
   }

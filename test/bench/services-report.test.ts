@@ -126,7 +126,12 @@ function run(sluiceAt30k: number): ServicesBenchResult {
           rr: rate(10_000),
           throughput1: tp(2, 10),
           throughput4: tp(2, 10),
-          extDirect: { latency: lat(500, 1000), throughput1: tp(2, 10), throughput4: tp(2, 10) },
+          extDirect: {
+            latency: lat(500, 1000),
+            throughput1: tp(2, 10),
+            throughput4: tp(2, 10),
+            reverse1: tp(2, 10),
+          },
         },
       },
       proxy(
@@ -168,4 +173,17 @@ test('the report names the machine and quotes ratios against the baseline', () =
   assert.match(md, /2 × test, 24 GB, Linux 6\.x/);
   assert.match(md, /\| Sluice \(eBPF\) \| 30,000 \| 0\.540 /);
   assert.match(md, /\| \*\*missed\*\* \|/);
+});
+
+test('NodePort rows quote the return direction (iperf3 -R) against the baseline', () => {
+  const r = run(540);
+  const sluice = r.contenders.find((c) => c.contender === 'sluice')!;
+  const np = { services: 30_000, latency: lat(600, 1200), throughput1: tp(1.5, 12), throughput4: tp(1.6, 12) };
+  sluice.nodePort = [
+    { mode: 'Tunnel', ...np, reverse1: tp(1, 14) },
+    { mode: 'DSR', ...np, reverse1: tp(1.9, 10) },
+  ];
+  const md = renderMarkdown(r, []);
+  assert.match(md, /\| Sluice Tunnel \|[^\n]*\| 50\.0% \|[^\n]*\n/);
+  assert.match(md, /\| Sluice DSR \|[^\n]*\| 95\.0% \|/);
 });

@@ -87,6 +87,7 @@ test('every map kind: created from the object, written from TS, used by the prog
     [1, 2],
   );
   assert.equal([...lpm.keys()].length, 2);
+  assert.equal(lpm.map.count(), 2, 'a trie has no batch lookup: counted by its keys');
   assert.equal(lpm.delete({ prefixlen: 8, addr: '10.0.0.0' }), true);
   assert.equal(lpm.delete({ prefixlen: 8, addr: '10.0.0.0' }), false);
   assert.equal(hash.deleteMany([1, 2, 3]), 2);
@@ -134,8 +135,11 @@ test('batch update and delete of many entries, and iteration over them', (t) => 
     count++;
   }
   assert.equal(count, n);
+  assert.equal(hash.map.count(), n, 'counted in batches');
+  assert.equal(hash.map.count(1000), n, 'counted in smaller batches');
   assert.equal(hash.deleteMany(Array.from({ length: n / 2 }, (_, i) => i * 2)), n / 2);
   assert.equal([...hash.keys()].length, n / 2);
+  assert.equal(hash.map.count(), n / 2);
   assert.equal(hash.get(1)?.c, 3n);
   assert.equal(hash.get(2), undefined);
 });

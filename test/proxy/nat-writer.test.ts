@@ -47,6 +47,11 @@ test('frontends of one service port share backends, local ones first; unchanged 
   for (const f of web([B(1), B(2, true), B(3)])) w.upsert(f);
   const r1 = w.flush();
   assert.deepEqual([r1.frontendsWritten, r1.backendsWritten], [2, 3]);
+  // The metrics' entry counts come from the writer's state: they must agree with the maps.
+  const counted = () => [w.frontendEntries, w.backendEntries];
+  const inMaps = () => [nat.frontends.map.count(), nat.backends.map.count()];
+  assert.deepEqual(counted(), [2, 3]);
+  assert.deepEqual(inMaps(), [2, 3]);
   const fe = nat.frontends.get(frontendKey('10.96.0.10', 80, Proto.TCP))!;
   const np = nat.frontends.get(frontendKey('0.0.0.0', 30080, Proto.TCP))!;
   assert.equal(fe.svcId, np.svcId);
@@ -70,12 +75,15 @@ test('frontends of one service port share backends, local ones first; unchanged 
   assert.deepEqual([r4.frontendsWritten, r4.backendsDeleted], [2, 2]);
   assert.equal(nat.frontends.get(frontendKey('10.96.0.10', 80, Proto.TCP))?.count, 1);
   assert.equal([...nat.backends.keys()].length, 1);
+  assert.deepEqual(counted(), inMaps());
+  assert.deepEqual(counted(), [2, 1]);
 
   // Gone: every entry removed.
   for (const f of web([])) w.remove(f.key);
   w.flush();
   assert.equal([...nat.frontends.keys()].length, 0);
   assert.equal([...nat.backends.keys()].length, 0);
+  assert.deepEqual(counted(), [0, 0]);
 });
 
 test('backends are written before frontends and removed after them', (t) => {

@@ -21,7 +21,17 @@ const key = (o: { metadata?: { namespace?: string; name?: string } }): string =>
 
 const ingressIp = (s: Service): string | undefined => s.status?.loadBalancer?.ingress?.[0]?.ip;
 
+/** A Service this controller acts for: one that needs an address or a route from the outside. */
+const external = (s: Service): boolean => s.spec?.type === 'LoadBalancer' || (s.spec?.externalIPs?.length ?? 0) > 0;
+
+const sliceService = (sl: EndpointSlice): string =>
+  `${sl.metadata?.namespace ?? ''}/${sl.metadata?.labels?.['kubernetes.io/service-name'] ?? ''}`;
+
 export class KubeServiceLoadBalancer {
+  /**
+   * Only the external Services: a benchmark's 30,000 ClusterIP Services and their slices then cost
+   * a map lookup each, where a pass over all of them per event took most of a core.
+   */
   private readonly services = new Map<string, Service>();
   private readonly slices = new Map<string, EndpointSlice>();
   private datastore?: KubernetesDatastore;
@@ -65,10 +75,18 @@ export class KubeServiceLoadBalancer {
   }
 
   private onEvent(ev: WatchEvent): void {
-    const map = (ev.kind === 'Service' ? this.services : this.slices) as Map<string, unknown>;
-    if (ev.type === 'DELETED') map.delete(key(ev.object as Service));
-    else map.set(key(ev.object as Service), ev.object);
-    this.kick();
+    if (ev.kind === 'Service') {
+      const s = ev.object as Service;
+      const k = key(s);
+      const was = this.services.delete(k);
+      if (ev.type !== 'DELETED' && external(s)) this.services.set(k, s);
+      if (was || this.services.has(k)) this.kick();
+      return;
+    }
+    const sl = ev.object as EndpointSlice;
+    if (ev.type === 'DELETED') this.slices.delete(key(sl));
+    else this.slices.set(key(sl), sl);
+    if (this.services.has(sliceService(sl))) this.kick();
   }
 
   private kick(): void {
@@ -112,6 +130,7 @@ export class KubeServiceLoadBalancer {
       });
       this.log(`service ${key(sv)}: LoadBalancer ingress ${picked.ip}`);
     }
+    // the slices are kept for every Service (one may become external later); only these are read
     const want = wantedExternalRoutes(this.topo, [...this.services.values()], (ns, name) =>
       [...this.slices.values()].filter((sl) => isSliceOf(sl, ns, name)),
     );
