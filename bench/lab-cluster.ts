@@ -341,16 +341,21 @@ export class BenchLab {
   }
 
   /** Sluice's NodePort mode (FelixConfiguration bpfExternalServiceMode); waits until both agents run it. */
-  async setExternalMode(mode: 'Tunnel' | 'DSR'): Promise<void> {
+  /** Merges `spec` into FelixConfiguration `default`. */
+  async patchFelix(spec: Record<string, unknown>): Promise<void> {
     const r = await this.kubectl([
       'patch',
       'felixconfigurations.crd.projectcalico.org',
       'default',
       '--type=merge',
       '-p',
-      JSON.stringify({ spec: { bpfExternalServiceMode: mode } }),
+      JSON.stringify({ spec }),
     ]);
-    if (r.code !== 0) throw new Error(`patch bpfExternalServiceMode: ${r.stderr}`);
+    if (r.code !== 0) throw new Error(`patch FelixConfiguration ${Object.keys(spec).join(', ')}: ${r.stderr}`);
+  }
+
+  async setExternalMode(mode: 'Tunnel' | 'DSR'): Promise<void> {
+    await this.patchFelix({ bpfExternalServiceMode: mode });
     const deadline = Date.now() + 60_000;
     while (!NODES.every((n) => this.agentStatus(n)?.dsr === (mode === 'DSR'))) {
       if (Date.now() > deadline) throw new Error(`agents did not switch to ${mode} within 60 s`);

@@ -68,6 +68,8 @@ export interface ContenderResult {
   errors?: string[];
   /** `lab up` had to start over this many times. */
   upRetries?: number;
+  /** Sluice: the bpfMapSizeNATBackend the run set (the default when absent). */
+  natBackendMapSize?: number;
 }
 
 export interface ServicesBenchResult {

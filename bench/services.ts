@@ -42,6 +42,8 @@ const LAB_NAMES: Record<Contender, string> = {
   'kube-proxy-nftables': 'bk1',
 };
 const ENDPOINTS = 10;
+/** Sluice's (and Calico's) default bpfMapSizeNATBackend. */
+const NAT_BACKEND_DEFAULT = 262_144;
 const CONCURRENCY = 16;
 /** The sentinel's endpoint port while it must not answer: nothing listens there, the pod resets. */
 const DEAD_PORT = 9;
@@ -199,6 +201,17 @@ async function runProxy(lab: BenchLab, res: ContenderResult): Promise<void> {
   await waitFor(lab, svc, 'ok', 180);
   await waitFor(lab, pod, 'ok', 60);
   const sentinel = new Sentinel(lab, client.netns, server.ip);
+  const largestSize = Math.max(...sizes, controlServices);
+  if (res.contender === 'sluice' && largestSize * ENDPOINTS > NAT_BACKEND_DEFAULT / 2) {
+    // As an operator of Calico's eBPF mode would for a cluster this size: the default backend map
+    // (262,144 entries) cannot hold 30,000 Services x 10 endpoints. Set while the maps are empty.
+    const size = 2 ** Math.ceil(Math.log2(largestSize * ENDPOINTS * 2));
+    say(
+      `  sluice: bpfMapSizeNATBackend ${size.toLocaleString('en-US')} for ${largestSize.toLocaleString('en-US')} Services`,
+    );
+    await lab.patchFelix({ bpfMapSizeNATBackend: size });
+    res.natBackendMapSize = size;
+  }
   let have = 0;
   const growth: ProgramCost[] = [];
   const grow = async (n: number): Promise<void> => {

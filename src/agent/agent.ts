@@ -14,7 +14,7 @@ import { COUNTERS_MAP, CT_MAP, NAT_AFF_MAP, NAT_BE_MAP, NAT_FE_MAP, ROUTES_MAP }
 import { readCounters } from '../datapath/counters.js';
 import { ServiceChangeTracker } from '../proxy/tracker.js';
 import { toNatFrontend } from '../proxy/model.js';
-import { NatWriter } from '../proxy/nat-writer.js';
+import { NatWriter, type FlushResult } from '../proxy/nat-writer.js';
 import { ConfigStore, datapathSettings, resolveConntrackTimeouts, type Config } from './config.js';
 import { scanConntrack } from './conntrack-scanner.js';
 import { KubeProxyCleaner } from './kube-proxy-cleanup.js';
@@ -121,6 +121,8 @@ export class Agent {
   private attached = new Map<string, { ifindex: number; role: InterfaceRole }>();
   private routesInMap = new Map<string, [RouteKey, Route]>();
   private healthChecks = new Map<number, HealthCheckService>();
+  /** Service ports whose backends did not fit, as last reported (retried at every flush). */
+  private backendMapFull = new Set<string>();
   private readonly health: HealthServers;
   private timers: NodeJS.Timeout[] = [];
   private syncScheduled = false;
@@ -635,7 +637,7 @@ export class Agent {
     // The writer's maps were the old load's file descriptors: adopt the same pinned maps anew.
     this.writer = new NatWriter(dp.nat);
     for (const f of this.tracker.frontends()) this.writer.upsert(toNatFrontend(f));
-    this.writer.flush({ prune: true });
+    this.reportBackendMapFull(this.writer.flush({ prune: true }).backendMapFull);
     this.policyWriter = undefined;
     if (this.network) this.syncPolicy(dp);
     this.writeStatus();
@@ -727,6 +729,7 @@ export class Agent {
       for (const f of changes.upserts) writer.upsert(toNatFrontend(f));
     }
     const r = writer.flush({ prune: full });
+    this.reportBackendMapFull(r.backendMapFull);
     for (const b of r.removedBackends) {
       // UDP has no end-of-flow: forget flows and sockets aimed at a gone backend. TCP flows to a
       // terminating backend finish on their own, as with kube-proxy.
@@ -761,6 +764,23 @@ export class Agent {
     if (r.frontendsWritten || r.frontendsDeleted || r.backendsWritten || r.backendsDeleted) {
       this.log.debug({ ...r, removedBackends: r.removedBackends.length }, 'NAT maps updated');
     }
+  }
+
+  /** Each Service port that does not fit is an error once, and again after it fitted. */
+  private reportBackendMapFull(full: FlushResult['backendMapFull']): void {
+    const now = new Set<string>();
+    for (const f of full) {
+      now.add(f.group);
+      if (this.backendMapFull.has(f.group)) continue;
+      this.metrics.errors.inc({ kind: 'Service' });
+      this.log.error(
+        { object: `Service ${f.group}`, field: 'bpfMapSizeNATBackend', backends: f.backends, capacity: f.capacity },
+        `Service ${f.group}: its ${f.backends} backends do not fit in the NAT backend map (${f.capacity} entries, ` +
+          'full): it is left as it was; raise bpfMapSizeNATBackend in FelixConfiguration',
+      );
+    }
+    for (const g of this.backendMapFull) if (!now.has(g)) this.log.info({ object: `Service ${g}` }, 'programmed now');
+    this.backendMapFull = now;
   }
 
   /** What the lab shows as the agent's health. */

@@ -46,6 +46,11 @@ export interface FlushResult {
   backendsDeleted: number;
   /** Backends no frontend uses any more: their flows and sockets should be forgotten. */
   removedBackends: RemovedBackend[];
+  /**
+   * Service ports left as they were because their backends do not fit in the backend map
+   * (bpfMapSizeNATBackend); they are tried again at every flush.
+   */
+  backendMapFull: Array<{ group: string; backends: number; capacity: number }>;
 }
 
 const feMapKey = (k: FrontendKey) => `${k.addr}:${k.port}/${k.proto}<${k.src}/${k.prefixlen - FE_PREFIX_FIXED}`;
@@ -178,7 +183,13 @@ export class NatWriter {
       backendsWritten: 0,
       backendsDeleted: 0,
       removedBackends: [],
+      backendMapFull: [],
     };
+    // Entries the backend map will hold once the writes are made (deletes come after them).
+    const capacity = this.nat.backends.map.def.maxEntries;
+    let beCount = this.backendEntries;
+    /** Groups that do not fit: neither their backends nor their frontends change in this flush. */
+    const skipped = new Set<string>();
     // 1. The groups touched: those of the dirty keys, now and at the last flush.
     const dirtyGroups = new Set<string>();
     for (const key of this.dirtyKeys) {
@@ -209,6 +220,15 @@ export class NatWriter {
       }));
       const localCount = lead.backends.filter((b) => b.local).length;
       const inMap = this.beInMap.get(svcId) ?? [];
+      let adds = 0;
+      for (let o = 0; o < backends.length; o++) if (!inMap[o]) adds++;
+      if (beCount + adds > capacity) {
+        // Not half-written: the Service port keeps what the maps hold for it (nothing, if new).
+        skipped.add(name);
+        result.backendMapFull.push({ group: name, backends: backends.length, capacity });
+        continue;
+      }
+      beCount += adds;
       backends.forEach((b, ordinal) => {
         if (!inMap[ordinal] || !sameBe(inMap[ordinal], b)) beWrites.push([{ svcId, ordinal }, b]);
       });
@@ -240,6 +260,7 @@ export class NatWriter {
     };
     for (const key of new Set([...rewrite, ...this.dirtyKeys])) {
       const f = this.desired.get(key);
+      if (f && skipped.has(f.group)) continue;
       const before = this.entriesOfKey.get(key) ?? [];
       if (!f) {
         before.forEach(dropEntry);
@@ -283,6 +304,15 @@ export class NatWriter {
     }
     if (beDeletes.length) result.backendsDeleted += this.nat.backends.deleteMany(beDeletes);
     this.dirtyKeys.clear();
+    for (const name of skipped) for (const k of this.membersByGroup.get(name) ?? []) this.dirtyKeys.add(k);
+    if (skipped.size && result.backendsDeleted) {
+      // The deletes came after the writes: what did not fit may fit now.
+      const again = this.flush();
+      for (const k of ['frontendsWritten', 'frontendsDeleted', 'backendsWritten', 'backendsDeleted'] as const)
+        result[k] += again[k];
+      result.removedBackends.push(...again.removedBackends);
+      result.backendMapFull = again.backendMapFull;
+    }
     // A backend that left one Service but still serves another is not gone.
     if (result.removedBackends.length) {
       const seen = new Set<number>();

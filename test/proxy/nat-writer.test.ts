@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { Collection } from '../../src/bpf/collection.js';
 import { loadObjectFile } from '../../src/bpf/spec.js';
 import { bpfObjectPath } from '../../src/paths.js';
-import { natMaps, frontendKey, FrontendFlags, Proto, type NatMaps } from '../../src/datapath/nat.js';
+import { natMaps, frontendKey, FrontendFlags, NAT_BE_MAP, Proto, type NatMaps } from '../../src/datapath/nat.js';
 import { NatWriter, type NatFrontend } from '../../src/proxy/nat-writer.js';
 import { requirePrivileges } from '../../src/testing/netns.js';
 
@@ -161,4 +161,50 @@ test('loadBalancerSourceRanges become allowed-source entries plus a deny entry',
     .map(([k, v]) => `${k.src}/${k.prefixlen - 64} ${v.flags & FrontendFlags.SRC_DENIED ? 'deny' : 'allow'}`)
     .sort();
   assert.deepEqual(entries, ['0.0.0.0/0 deny', '10.0.0.0/8 allow', '192.168.77.0/24 allow']);
+});
+
+test('a full backend map leaves the Services that do not fit as they were, and programs them once room is made', (t) => {
+  if (!requirePrivileges(t)) return;
+  const coll = Collection.load(loadObjectFile(bpfObjectPath('tc')), {
+    programs: [],
+    maxEntries: { [NAT_BE_MAP]: 8 },
+  });
+  t.after(() => coll.close());
+  const nat = natMaps(coll);
+  const w = new NatWriter(nat);
+  const svc = (i: number, n: number): NatFrontend => ({
+    key: `default/s${i}:http/TCP@10.96.1.${i}:80`,
+    group: `default/s${i}:http/TCP`,
+    addr: `10.96.1.${i}`,
+    port: 80,
+    proto: Proto.TCP,
+    flags: 0,
+    affinityTimeout: 0,
+    backends: Array.from({ length: n }, (_, k) => ({ addr: `10.65.${i}.${k + 1}`, port: 8080, local: false })),
+  });
+  const fe = (i: number) => nat.frontends.get(frontendKey(`10.96.1.${i}`, 80, Proto.TCP));
+  // 3 + 4 backends fit in 8; the third Service's 3 more do not.
+  for (const f of [svc(1, 3), svc(2, 4), svc(3, 3)]) w.upsert(f);
+  const r1 = w.flush();
+  assert.deepEqual(r1.backendMapFull, [{ group: 'default/s3:http/TCP', backends: 3, capacity: 8 }]);
+  assert.equal(fe(1)?.count, 3);
+  assert.equal(fe(2)?.count, 4);
+  assert.equal(fe(3), undefined, 'no frontend that counts backends the map does not hold');
+  assert.deepEqual([w.frontendEntries, w.backendEntries], [nat.frontends.map.count(), nat.backends.map.count()]);
+
+  // A Service that grows beyond the room keeps its old backends and count.
+  w.upsert(svc(1, 5));
+  const r2 = w.flush();
+  assert.deepEqual(r2.backendMapFull.map((f) => f.group).sort(), ['default/s1:http/TCP', 'default/s3:http/TCP']);
+  assert.equal(fe(1)?.count, 3, 'the old count, with its backends still in the map');
+  assert.equal(nat.backends.get({ svcId: fe(1)!.svcId, ordinal: 2 })?.addr, '10.65.1.3');
+
+  // Room made: the waiting Services are programmed at the next flush, without being upserted again.
+  w.remove(svc(2, 4).key);
+  const r3 = w.flush();
+  assert.deepEqual(r3.backendMapFull, []);
+  assert.equal(fe(1)?.count, 5);
+  assert.equal(fe(3)?.count, 3);
+  assert.equal(nat.backends.map.count(), 8);
+  assert.deepEqual([w.frontendEntries, w.backendEntries], [2, 8]);
 });
