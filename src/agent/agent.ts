@@ -121,8 +121,8 @@ export class Agent {
   private attached = new Map<string, { ifindex: number; role: InterfaceRole }>();
   private routesInMap = new Map<string, [RouteKey, Route]>();
   private healthChecks = new Map<number, HealthCheckService>();
-  /** Service ports whose backends did not fit, as last reported (retried at every flush). */
-  private backendMapFull = new Set<string>();
+  /** Service ports and frontends that did not fit, as last reported (retried at every flush). */
+  private mapFull = new Set<string>();
   private readonly health: HealthServers;
   private timers: NodeJS.Timeout[] = [];
   private syncScheduled = false;
@@ -637,7 +637,7 @@ export class Agent {
     // The writer's maps were the old load's file descriptors: adopt the same pinned maps anew.
     this.writer = new NatWriter(dp.nat);
     for (const f of this.tracker.frontends()) this.writer.upsert(toNatFrontend(f));
-    this.reportBackendMapFull(this.writer.flush({ prune: true }).backendMapFull);
+    this.reportMapFull(this.writer.flush({ prune: true }));
     this.policyWriter = undefined;
     if (this.network) this.syncPolicy(dp);
     this.writeStatus();
@@ -729,7 +729,7 @@ export class Agent {
       for (const f of changes.upserts) writer.upsert(toNatFrontend(f));
     }
     const r = writer.flush({ prune: full });
-    this.reportBackendMapFull(r.backendMapFull);
+    this.reportMapFull(r);
     for (const b of r.removedBackends) {
       // UDP has no end-of-flow: forget flows and sockets aimed at a gone backend. TCP flows to a
       // terminating backend finish on their own, as with kube-proxy.
@@ -766,21 +766,29 @@ export class Agent {
     }
   }
 
-  /** Each Service port that does not fit is an error once, and again after it fitted. */
-  private reportBackendMapFull(full: FlushResult['backendMapFull']): void {
-    const now = new Set<string>();
-    for (const f of full) {
-      now.add(f.group);
-      if (this.backendMapFull.has(f.group)) continue;
+  /** Each Service port or frontend that does not fit is an error once, and again after it fitted. */
+  private reportMapFull(r: FlushResult): void {
+    const now = new Map<string, { field: string; message: string }>();
+    for (const f of r.backendMapFull)
+      now.set(f.group, {
+        field: 'bpfMapSizeNATBackend',
+        message: `its ${f.backends} backends do not fit in the NAT backend map (${f.capacity} entries, full)`,
+      });
+    for (const f of r.frontendMapFull)
+      now.set(f.key, {
+        field: 'bpfMapSizeNATFrontend',
+        message: `its frontend does not fit in the NAT frontend map (${f.capacity} entries, full)`,
+      });
+    for (const [what, e] of now) {
+      if (this.mapFull.has(what)) continue;
       this.metrics.errors.inc({ kind: 'Service' });
       this.log.error(
-        { object: `Service ${f.group}`, field: 'bpfMapSizeNATBackend', backends: f.backends, capacity: f.capacity },
-        `Service ${f.group}: its ${f.backends} backends do not fit in the NAT backend map (${f.capacity} entries, ` +
-          'full): it is left as it was; raise bpfMapSizeNATBackend in FelixConfiguration',
+        { object: `Service ${what}`, field: e.field },
+        `Service ${what}: ${e.message}: it is left as it was; raise ${e.field} in FelixConfiguration`,
       );
     }
-    for (const g of this.backendMapFull) if (!now.has(g)) this.log.info({ object: `Service ${g}` }, 'programmed now');
-    this.backendMapFull = now;
+    for (const what of this.mapFull) if (!now.has(what)) this.log.info({ object: `Service ${what}` }, 'programmed now');
+    this.mapFull = new Set(now.keys());
   }
 
   /** What the lab shows as the agent's health. */

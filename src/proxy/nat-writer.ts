@@ -51,6 +51,8 @@ export interface FlushResult {
    * (bpfMapSizeNATBackend); they are tried again at every flush.
    */
   backendMapFull: Array<{ group: string; backends: number; capacity: number }>;
+  /** Frontend keys left unwritten because the frontend map is full (bpfMapSizeNATFrontend); retried likewise. */
+  frontendMapFull: Array<{ key: string; capacity: number }>;
 }
 
 const feMapKey = (k: FrontendKey) => `${k.addr}:${k.port}/${k.proto}<${k.src}/${k.prefixlen - FE_PREFIX_FIXED}`;
@@ -184,6 +186,7 @@ export class NatWriter {
       backendsDeleted: 0,
       removedBackends: [],
       backendMapFull: [],
+      frontendMapFull: [],
     };
     // Entries the backend map will hold once the writes are made (deletes come after them).
     const capacity = this.nat.backends.map.def.maxEntries;
@@ -258,6 +261,10 @@ export class NatWriter {
       feDeletes.push(e.key);
       this.feInMap.delete(mk);
     };
+    // Entries the frontend map will hold when the writes are made (deletes come after them).
+    const feCapacity = this.nat.frontends.map.def.maxEntries;
+    let feCount = this.feInMap.size;
+    const skippedKeys: string[] = [];
     for (const key of new Set([...rewrite, ...this.dirtyKeys])) {
       const f = this.desired.get(key);
       if (f && skipped.has(f.group)) continue;
@@ -268,8 +275,17 @@ export class NatWriter {
         this.flushedGroup.delete(key);
         continue;
       }
+      const entries = this.entriesOf(f, this.groups.get(f.group)!);
+      const adds = entries.filter(([k]) => !this.feInMap.has(feMapKey(k))).length;
+      if (feCount + adds > feCapacity) {
+        // Left as it is (unwritten, if new): its backends are in the map, nothing counts them yet.
+        skippedKeys.push(key);
+        result.frontendMapFull.push({ key, capacity: feCapacity });
+        continue;
+      }
+      feCount += adds;
       const now: string[] = [];
-      for (const [k, v] of this.entriesOf(f, this.groups.get(f.group)!)) {
+      for (const [k, v] of entries) {
         const mk = feMapKey(k);
         now.push(mk);
         const cur = this.feInMap.get(mk);
@@ -305,13 +321,15 @@ export class NatWriter {
     if (beDeletes.length) result.backendsDeleted += this.nat.backends.deleteMany(beDeletes);
     this.dirtyKeys.clear();
     for (const name of skipped) for (const k of this.membersByGroup.get(name) ?? []) this.dirtyKeys.add(k);
-    if (skipped.size && result.backendsDeleted) {
+    for (const k of skippedKeys) this.dirtyKeys.add(k);
+    if ((skipped.size || skippedKeys.length) && (result.backendsDeleted || result.frontendsDeleted)) {
       // The deletes came after the writes: what did not fit may fit now.
       const again = this.flush();
       for (const k of ['frontendsWritten', 'frontendsDeleted', 'backendsWritten', 'backendsDeleted'] as const)
         result[k] += again[k];
       result.removedBackends.push(...again.removedBackends);
       result.backendMapFull = again.backendMapFull;
+      result.frontendMapFull = again.frontendMapFull;
     }
     // A backend that left one Service but still serves another is not gone.
     if (result.removedBackends.length) {

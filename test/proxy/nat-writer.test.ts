@@ -5,7 +5,15 @@ import assert from 'node:assert/strict';
 import { Collection } from '../../src/bpf/collection.js';
 import { loadObjectFile } from '../../src/bpf/spec.js';
 import { bpfObjectPath } from '../../src/paths.js';
-import { natMaps, frontendKey, FrontendFlags, NAT_BE_MAP, Proto, type NatMaps } from '../../src/datapath/nat.js';
+import {
+  natMaps,
+  frontendKey,
+  FrontendFlags,
+  NAT_BE_MAP,
+  NAT_FE_MAP,
+  Proto,
+  type NatMaps,
+} from '../../src/datapath/nat.js';
 import { NatWriter, type NatFrontend } from '../../src/proxy/nat-writer.js';
 import { requirePrivileges } from '../../src/testing/netns.js';
 
@@ -163,26 +171,28 @@ test('loadBalancerSourceRanges become allowed-source entries plus a deny entry',
   assert.deepEqual(entries, ['0.0.0.0/0 deny', '10.0.0.0/8 allow', '192.168.77.0/24 allow']);
 });
 
-test('a full backend map leaves the Services that do not fit as they were, and programs them once room is made', (t) => {
-  if (!requirePrivileges(t)) return;
-  const coll = Collection.load(loadObjectFile(bpfObjectPath('tc')), {
-    programs: [],
-    maxEntries: { [NAT_BE_MAP]: 8 },
-  });
+/** A writer over maps of the given sizes, and Service `i` of `n` backends on 10.96.<net>.<i>. */
+function smallMaps(t: { after: (fn: () => void) => void }, maxEntries: Record<string, number>, net: number) {
+  const coll = Collection.load(loadObjectFile(bpfObjectPath('tc')), { programs: [], maxEntries });
   t.after(() => coll.close());
   const nat = natMaps(coll);
-  const w = new NatWriter(nat);
-  const svc = (i: number, n: number): NatFrontend => ({
-    key: `default/s${i}:http/TCP@10.96.1.${i}:80`,
+  const svc = (i: number, n = 1): NatFrontend => ({
+    key: `default/s${i}:http/TCP@10.96.${net}.${i}:80`,
     group: `default/s${i}:http/TCP`,
-    addr: `10.96.1.${i}`,
+    addr: `10.96.${net}.${i}`,
     port: 80,
     proto: Proto.TCP,
     flags: 0,
     affinityTimeout: 0,
     backends: Array.from({ length: n }, (_, k) => ({ addr: `10.65.${i}.${k + 1}`, port: 8080, local: false })),
   });
-  const fe = (i: number) => nat.frontends.get(frontendKey(`10.96.1.${i}`, 80, Proto.TCP));
+  const fe = (i: number) => nat.frontends.get(frontendKey(`10.96.${net}.${i}`, 80, Proto.TCP));
+  return { nat, w: new NatWriter(nat), svc, fe };
+}
+
+test('a full backend map leaves the Services that do not fit as they were, and programs them once room is made', (t) => {
+  if (!requirePrivileges(t)) return;
+  const { nat, w, svc, fe } = smallMaps(t, { [NAT_BE_MAP]: 8 }, 1);
   // 3 + 4 backends fit in 8; the third Service's 3 more do not.
   for (const f of [svc(1, 3), svc(2, 4), svc(3, 3)]) w.upsert(f);
   const r1 = w.flush();
@@ -207,4 +217,25 @@ test('a full backend map leaves the Services that do not fit as they were, and p
   assert.equal(fe(3)?.count, 3);
   assert.equal(nat.backends.map.count(), 8);
   assert.deepEqual([w.frontendEntries, w.backendEntries], [2, 8]);
+});
+
+test('a full frontend map leaves the frontends that do not fit unwritten, and writes them once room is made', (t) => {
+  if (!requirePrivileges(t)) return;
+  const { nat, w, svc, fe } = smallMaps(t, { [NAT_FE_MAP]: 2 }, 2);
+  for (const i of [1, 2, 3]) w.upsert(svc(i));
+  const r1 = w.flush();
+  assert.equal(r1.frontendMapFull.length, 1);
+  const left = Number(r1.frontendMapFull[0].key.match(/s(\d)/)![1]);
+  assert.equal(fe(left), undefined);
+  assert.equal(nat.frontends.map.count(), 2);
+  assert.equal(w.frontendEntries, 2);
+
+  // One removed: the one left out is written in the same flush, without being upserted again.
+  const gone = left === 1 ? 2 : 1;
+  w.remove(svc(gone).key);
+  const r2 = w.flush();
+  assert.deepEqual(r2.frontendMapFull, []);
+  assert.equal(fe(left)?.count, 1);
+  assert.equal(fe(gone), undefined);
+  assert.deepEqual([w.frontendEntries, nat.frontends.map.count()], [2, 2]);
 });
