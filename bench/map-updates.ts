@@ -20,6 +20,9 @@ export interface MapUpdateResult {
   singlePerSec: { median: number; min: number; max: number };
   batchPerSec: { median: number; min: number; max: number };
   batchOverSingle: number;
+  /** Counting the full map (ms): a GET_NEXT_KEY walk, the baseline, against BpfMap.count() (batched lookups). */
+  countWalkMs: { median: number; min: number; max: number };
+  countBatchMs: { median: number; min: number; max: number };
   /** The same updates from plain C in the same run (bench/baseline/map_update.c). */
   c?: { singlePerSec: number; batchPerSec: number };
   singleOverC?: number;
@@ -79,6 +82,19 @@ export function benchMapUpdates(n = 100_000, runs = 5): MapUpdateResult {
     });
     const s = { median: median(single), ...spread(single) };
     const b = { median: median(batch), ...spread(batch) };
+    // What the agent's map-entry metric cost at 10,000 Services (a walk) and what it costs now.
+    const timeMs = (count: () => number): number[] =>
+      repeat(runs, () => {
+        const t = process.hrtime.bigint();
+        if (count() !== n) throw new Error('the count does not match the entries written');
+        return since(t) * 1000;
+      });
+    const walk = timeMs(() => {
+      let k = 0;
+      for (const _ of map.keys()) k++;
+      return k;
+    });
+    const counted = timeMs(() => map.count());
     const c = cBaseline(n, runs);
     return {
       entries: n,
@@ -86,6 +102,8 @@ export function benchMapUpdates(n = 100_000, runs = 5): MapUpdateResult {
       singlePerSec: s,
       batchPerSec: b,
       batchOverSingle: b.median / s.median,
+      countWalkMs: { median: median(walk), ...spread(walk) },
+      countBatchMs: { median: median(counted), ...spread(counted) },
       c,
       singleOverC: c ? s.median / c.singlePerSec : undefined,
       batchOverC: c ? b.median / c.batchPerSec : undefined,

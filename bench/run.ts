@@ -27,6 +27,11 @@ console.log(
     `(min ${fmt(mapUpdates.batchPerSec.min)}, max ${fmt(mapUpdates.batchPerSec.max)})`,
 );
 console.log(`  batch / single: ${mapUpdates.batchOverSingle.toFixed(2)}x`);
+console.log(
+  `  counting the ${fmt(mapUpdates.entries)} entries: key walk ${mapUpdates.countWalkMs.median.toFixed(0)} ms, ` +
+    `batched count ${mapUpdates.countBatchMs.median.toFixed(0)} ms ` +
+    `(${(mapUpdates.countWalkMs.median / mapUpdates.countBatchMs.median).toFixed(1)}x less time)`,
+);
 if (mapUpdates.c) {
   console.log(
     `  plain C in the same run: single ${fmt(mapUpdates.c.singlePerSec)}/s, batch ${fmt(mapUpdates.c.batchPerSec)}/s; ` +

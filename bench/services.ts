@@ -17,6 +17,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { FIELDS } from '../src/agent/config-fields.js';
 import { packageRoot } from '../src/paths.js';
 import { BenchLab, ECHO_PORT, IPERF_PORT, stopChildren, type Contender } from './lab-cluster.js';
 import { machineCpuSeconds } from './proc-stats.js';
@@ -42,8 +43,6 @@ const LAB_NAMES: Record<Contender, string> = {
   'kube-proxy-nftables': 'bk1',
 };
 const ENDPOINTS = 10;
-/** Sluice's (and Calico's) default bpfMapSizeNATBackend. */
-const NAT_BACKEND_DEFAULT = 262_144;
 const CONCURRENCY = 16;
 /** The sentinel's endpoint port while it must not answer: nothing listens there, the pod resets. */
 const DEAD_PORT = 9;
@@ -202,7 +201,7 @@ async function runProxy(lab: BenchLab, res: ContenderResult): Promise<void> {
   await waitFor(lab, pod, 'ok', 60);
   const sentinel = new Sentinel(lab, client.netns, server.ip);
   const largestSize = Math.max(...sizes, controlServices);
-  if (res.contender === 'sluice' && largestSize * ENDPOINTS > NAT_BACKEND_DEFAULT / 2) {
+  if (res.contender === 'sluice' && largestSize * ENDPOINTS > FIELDS.bpfMapSizeNATBackend.default / 2) {
     // As an operator of Calico's eBPF mode would for a cluster this size: the default backend map
     // (262,144 entries) cannot hold 30,000 Services x 10 endpoints. Set while the maps are empty.
     const size = 2 ** Math.ceil(Math.log2(largestSize * ENDPOINTS * 2));

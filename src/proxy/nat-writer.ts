@@ -89,6 +89,8 @@ export class NatWriter {
   /** What the maps hold, as we know it (adopted at start, then kept in step). */
   private readonly feInMap = new Map<string, { key: FrontendKey; value: Frontend; owner?: string }>();
   private readonly beInMap = new Map<number, Backend[]>();
+  /** Defined entries of beInMap, kept with it (setBackends): the capacity check reads it per flush. */
+  private beEntries = 0;
   private readonly groups = new Map<string, Group>();
   private readonly svcIdOwner = new Map<number, string>();
   /** How many groups use each backend (backendId), so a removal is known to be final. */
@@ -101,6 +103,7 @@ export class NatWriter {
       const list = this.beInMap.get(k.svcId) ?? [];
       list[k.ordinal] = v;
       this.beInMap.set(k.svcId, list);
+      this.beEntries++;
     }
     for (const id of [...this.beInMap.keys(), ...[...this.feInMap.values()].map((e) => e.value.svcId)]) {
       this.nextSvcId = Math.max(this.nextSvcId, id + 1);
@@ -114,9 +117,15 @@ export class NatWriter {
 
   /** How many backend entries the maps hold (after the last flush). */
   get backendEntries(): number {
-    let n = 0;
-    for (const list of this.beInMap.values()) for (const b of list) if (b) n++;
-    return n;
+    return this.beEntries;
+  }
+
+  /** Records what the backend map holds for a svc id (nothing, when `list` is undefined). */
+  private setBackends(svcId: number, list: Backend[] | undefined): void {
+    const defined = (l: Backend[] | undefined) => (l ?? []).reduce((n, b) => (b ? n + 1 : n), 0);
+    this.beEntries += defined(list) - defined(this.beInMap.get(svcId));
+    if (list) this.beInMap.set(svcId, list);
+    else this.beInMap.delete(svcId);
   }
 
   upsert(f: NatFrontend): void {
@@ -190,7 +199,7 @@ export class NatWriter {
     };
     // Entries the backend map will hold once the writes are made (deletes come after them).
     const capacity = this.nat.backends.map.def.maxEntries;
-    let beCount = this.backendEntries;
+    let beCount = this.beEntries;
     /** Groups that do not fit: neither their backends nor their frontends change in this flush. */
     const skipped = new Set<string>();
     // 1. The groups touched: those of the dirty keys, now and at the last flush.
@@ -246,7 +255,7 @@ export class NatWriter {
       this.groups.set(name, group);
       this.countRefs(group, 1);
       this.svcIdOwner.set(svcId, name);
-      this.beInMap.set(svcId, backends);
+      this.setBackends(svcId, backends);
     }
 
     // 2. Backends first.
@@ -307,7 +316,7 @@ export class NatWriter {
       const list = this.beInMap.get(g.svcId) ?? [];
       list.forEach((_, ordinal) => beDeletes.push({ svcId: g.svcId, ordinal }));
       this.recordRemoved(list, [], g.proto, result);
-      this.beInMap.delete(g.svcId);
+      this.setBackends(g.svcId, undefined);
       this.svcIdOwner.delete(g.svcId);
     }
     if (opts.prune) {
@@ -315,7 +324,7 @@ export class NatWriter {
       for (const [svcId, list] of this.beInMap) {
         if (live.has(svcId)) continue;
         list.forEach((_, ordinal) => beDeletes.push({ svcId, ordinal }));
-        this.beInMap.delete(svcId);
+        this.setBackends(svcId, undefined);
       }
     }
     if (beDeletes.length) result.backendsDeleted += this.nat.backends.deleteMany(beDeletes);
