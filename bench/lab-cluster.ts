@@ -1,7 +1,10 @@
-// One contender's lab for the Service benchmarks: brought up and down with the `sluice lab`
-// command (as a user would), every client started inside a lab namespace with nsenter. Nothing
-// here sends a packet from the root namespace: the lab's addresses (192.168.77.x, 10.x) only
-// exist inside the lab, and from the root namespace they would leave the machine.
+// The lab of the Service benchmarks: ONE lab for every contender, brought up and down with the
+// `sluice lab` command (as a user would), its Service proxy switched between the measurements the
+// way an operator switches it: kube-proxy's DaemonSet moved off the nodes (the seed's nodeSelector
+// patch) and `kube-proxy --cleanup`, Sluice's agents switched with bpfEnabled. Every client starts
+// inside a lab namespace with nsenter. Nothing here sends a packet from the root namespace: the
+// lab's addresses (192.168.77.x, 10.x) only exist inside the lab, and from the root namespace
+// they would leave the machine.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -156,17 +159,27 @@ interface KubePod {
 interface AgentStatus {
   pid: number;
   ready: boolean;
+  bpfEnabled: boolean;
+  /** Absent while no datapath is loaded. */
+  mode?: string;
   dsr: boolean;
   frontends: number;
 }
 
+/** The proxies that program Services; the baseline is the lab with none of them. */
+export const PROXIES = ['sluice', 'kube-proxy-iptables', 'kube-proxy-nftables'] as const;
+export type Proxy = (typeof PROXIES)[number];
+/** The Sluice policy table of the standard dataplane (src/policy/nftables.ts NFT_TABLE). */
+const SLUICE_NFT_TABLE = 'sluice-policy';
+
 export class BenchLab {
   /** How many times `up` had to start over. */
   upRetries = 0;
+  /** Who serves Services now. */
+  active: Contender = 'baseline';
 
   constructor(
     readonly name: string,
-    readonly contender: Contender,
     private readonly say: (l: string) => void,
   ) {}
 
@@ -180,23 +193,37 @@ export class BenchLab {
     return `sl-${this.name}-${host}`;
   }
 
-  /** `sluice lab up` with this contender's proxy; the baseline lab ends with no Service dataplane at all. */
+  /** The `lab up` command line: kube-proxy's DaemonSet (iptables) installed, and Sluice's agents. */
+  private upArgv(files: string[]): string[] {
+    return [
+      process.execPath,
+      SLUICE,
+      'lab',
+      'up',
+      '--kubernetes',
+      '--name',
+      this.name,
+      '--nodes',
+      '2',
+      '--proxy',
+      'kube-proxy-iptables',
+      '--timeout',
+      '120',
+      ...files.flatMap((f) => ['-f', f]),
+    ];
+  }
+
+  /**
+   * `sluice lab up` as the seed's starting point (kube-proxy iptables serving Services, Sluice's
+   * agents in the standard dataplane), then every proxy stopped: the lab starts as the baseline.
+   */
   async up(): Promise<void> {
     const app = path.join('/tmp', `sluice-bench-${this.name}-app.yaml`);
     fs.writeFileSync(app, appYaml());
-    const proxy =
-      this.contender === 'sluice'
-        ? []
-        : [
-            '--proxy',
-            this.contender === 'kube-proxy-nftables' ? 'kube-proxy-nftables' : 'kube-proxy-iptables',
-            '--no-sluice',
-          ];
-    const argv = [process.execPath, SLUICE, 'lab', 'up', '--kubernetes', '--name', this.name, '--nodes', '2'];
     // A second try from scratch: on this shared machine the lab kubelet has been seen to stop
     // probing readiness (pods Running, never Ready), and `up` then fails after its timeout.
     for (let attempt = 1; ; attempt++) {
-      const r = await run([...argv, ...proxy, '--timeout', '120', '-f', app], {
+      const r = await run(this.upArgv([app]), {
         timeoutMs: 300_000,
         env: labEnv(),
         onLine: (l) => {
@@ -210,7 +237,10 @@ export class BenchLab {
       this.upRetries++;
       await this.down();
     }
-    if (this.contender === 'baseline') await this.removeKubeProxy();
+    this.active = 'kube-proxy-iptables';
+    await this.stopKubeProxy();
+    await this.stopSluice();
+    this.active = 'baseline';
   }
 
   async down(): Promise<void> {
@@ -230,17 +260,31 @@ export class BenchLab {
   }
 
   /**
-   * The baseline: no proxy at all. The lab installs kube-proxy; its DaemonSet is deleted (the lab
-   * kubelet stops the pods) and `kube-proxy --cleanup` removes what it wrote in each node's
-   * namespace, as an operator would.
+   * Makes `c` the one proxy of the lab: the current one is stopped and what it wrote removed, then
+   * `c` is started. Returns when `c`'s processes run; the caller waits for its dataplane.
    */
-  private async removeKubeProxy(): Promise<void> {
-    const d = await this.kubectl(['delete', 'daemonset', '-n', 'kube-system', 'kube-proxy', '--wait=true']);
-    if (d.code !== 0) throw new Error(`deleting kube-proxy: ${d.stderr}`);
+  async switchTo(c: Contender): Promise<void> {
+    if (c === this.active) return;
+    if (this.active === 'sluice') await this.stopSluice();
+    else if (this.active !== 'baseline') await this.stopKubeProxy();
+    this.active = 'baseline';
+    if (c === 'sluice') await this.startSluice();
+    else if (c !== 'baseline') await this.startKubeProxy(c === 'kube-proxy-nftables' ? 'nftables' : 'iptables');
+    this.active = c;
+  }
+
+  /**
+   * The seed's step: kube-proxy's DaemonSet gets a nodeSelector no node matches, its pods go (the
+   * lab kubelet stops them), and `kube-proxy --cleanup` removes what it wrote in each node's
+   * namespace (iptables and nftables), as an operator would before another proxy.
+   */
+  private async stopKubeProxy(): Promise<void> {
+    await this.patchKubeProxy({ nodeSelector: { 'non-calico': 'true' } });
     const deadline = Date.now() + 60_000;
-    while (NODES.some((n) => findProcesses(this.ns(n), /kube-proxy/).length > 0)) {
-      if (Date.now() > deadline) throw new Error('kube-proxy still runs 60 s after its DaemonSet was deleted');
-      await sleep(500);
+    while (NODES.some((n) => findProcesses(this.ns(n), /kube-proxy --kubeconfig/).length > 0)) {
+      if (Date.now() > deadline)
+        throw new Error('kube-proxy still runs 60 s after its nodeSelector excluded every node');
+      await sleep(250);
     }
     const cp = JSON.parse(fs.readFileSync(path.join(this.runDir, 'kubernetes', 'control-plane.json'), 'utf8')) as {
       binDir: string;
@@ -253,6 +297,89 @@ export class BenchLab {
         '--cleanup',
       ]);
       if (r.code !== 0) throw new Error(`kube-proxy --cleanup on ${n}: ${r.stderr.trim().slice(-300)}`);
+    }
+  }
+
+  /** kube-proxy back on every node, in `mode`: one patch of the DaemonSet (the controller makes new pods). */
+  private async startKubeProxy(mode: 'iptables' | 'nftables'): Promise<void> {
+    const ds = await this.kubectl(['get', 'daemonset', '-n', 'kube-system', 'kube-proxy', '-o', 'json']);
+    if (ds.code !== 0) throw new Error(`kubectl get daemonset kube-proxy: ${ds.stderr}`);
+    const spec = (
+      JSON.parse(ds.stdout) as { spec: { template: { spec: { containers: Array<{ command: string[] }> } } } }
+    ).spec.template.spec;
+    const command = spec.containers[0].command.map((a) => (a.startsWith('--proxy-mode=') ? `--proxy-mode=${mode}` : a));
+    await this.patchKubeProxy({ nodeSelector: { 'non-calico': null }, containers: [{ name: 'kube-proxy', command }] });
+    const deadline = Date.now() + 120_000;
+    const re = new RegExp(`kube-proxy --kubeconfig.*--proxy-mode=${mode}`);
+    while (!NODES.every((n) => findProcesses(this.ns(n), re).length > 0)) {
+      if (Date.now() > deadline) throw new Error(`kube-proxy (${mode}) not running on every node within 120 s`);
+      await sleep(250);
+    }
+  }
+
+  private async patchKubeProxy(podSpec: Record<string, unknown>): Promise<void> {
+    const patch = JSON.stringify({ spec: { template: { spec: podSpec } } });
+    const r = await this.kubectl(['patch', 'daemonset', '-n', 'kube-system', 'kube-proxy', '-p', patch]);
+    if (r.code !== 0) throw new Error(`kubectl patch daemonset kube-proxy ${patch}: ${r.stderr}`);
+  }
+
+  /**
+   * The seed's enable step: bpfEnabled true, then `lab up` starts the agents (stopped by
+   * stopSluice), which load their programs, program every Service and remove kube-proxy's rules.
+   * `up` waits a limited time for the agents; the caller waits for the dataplane itself.
+   */
+  private async startSluice(): Promise<void> {
+    await this.patchFelix({ bpfEnabled: true });
+    const r = await run(this.upArgv([]), { timeoutMs: 300_000, env: labEnv() });
+    const deadline = Date.now() + 120_000;
+    while (!NODES.every((n) => this.agentAlive(n))) {
+      if (Date.now() > deadline)
+        throw new Error(`Sluice's agents did not start (lab up exit ${r.code}: ${r.stderr.trim().slice(-300)})`);
+      await sleep(250);
+    }
+  }
+
+  /**
+   * The seed's rollback, then the agents stopped: bpfEnabled false makes each agent detach every
+   * program and remove its pins; the agent is then ended and the policy table of its standard
+   * dataplane removed, so that kube-proxy (or the baseline) runs alone as on a node without Sluice.
+   */
+  private async stopSluice(): Promise<void> {
+    const alive = NODES.filter((n) => this.agentAlive(n));
+    if (alive.length === 0) return;
+    await this.patchFelix({ bpfEnabled: false });
+    const deadline = Date.now() + 60_000;
+    while (
+      !alive.every((n) => {
+        const s = this.agentStatus(n);
+        return s?.bpfEnabled === false && !s.mode;
+      })
+    ) {
+      if (Date.now() > deadline) throw new Error('agents still in eBPF mode 60 s after bpfEnabled: false');
+      await sleep(250);
+    }
+    for (const n of alive) process.kill(this.agentStatus(n)!.pid, 'SIGTERM');
+    while (alive.some((n) => this.agentAlive(n))) {
+      if (Date.now() > deadline + 30_000) throw new Error('agents still run 30 s after SIGTERM');
+      await sleep(100);
+    }
+    for (const n of NODES) {
+      const ns = this.ns(n);
+      const list = await run(['ip', 'netns', 'exec', ns, 'nft', 'list', 'tables']);
+      if (!list.stdout.includes(SLUICE_NFT_TABLE)) continue;
+      const r = await run(['ip', 'netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', SLUICE_NFT_TABLE]);
+      if (r.code !== 0) throw new Error(`nft delete table inet ${SLUICE_NFT_TABLE} in ${ns}: ${r.stderr}`);
+    }
+  }
+
+  private agentAlive(node: string): boolean {
+    const s = this.agentStatus(node);
+    if (!s) return false;
+    try {
+      process.kill(s.pid, 0);
+      return true;
+    } catch {
+      return false;
     }
   }
 
@@ -319,11 +446,11 @@ export class BenchLab {
 
   /** The processes that program Services on a node: Sluice's agent or kube-proxy. */
   proxyPids(node: string): number[] {
-    if (this.contender === 'sluice') {
+    if (this.active === 'sluice') {
       const s = this.agentStatus(node);
       return s ? [s.pid] : [];
     }
-    if (this.contender === 'baseline') return [];
+    if (this.active === 'baseline') return [];
     return findProcesses(this.ns(node as 'node1'), /kube-proxy --kubeconfig/);
   }
 

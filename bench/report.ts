@@ -25,6 +25,7 @@ const ms = (us: number): string => (us / 1000).toFixed(3);
 const x = (r: number): string => (Number.isFinite(r) ? `${r.toFixed(2)}x` : 'n/a');
 const pct = (r: number): string =>
   Number.isFinite(r) ? `${r * 100 - 100 >= 0 ? '+' : ''}${(r * 100 - 100).toFixed(1)}%` : 'n/a';
+const ratio = (a: number, b: number | undefined): string => (b === undefined ? 'n/a' : x(a / b));
 const int = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
 const spreadMs = (d: Dist): string => `${ms(d.median)} (${ms(d.min)}–${ms(d.max)})`;
 const spreadInt = (d: Dist): string => `${int(d.median)} (${int(d.min)}–${int(d.max)})`;
@@ -37,6 +38,13 @@ export function contender(r: ServicesBenchResult, name: string): ContenderResult
 function at(c: ContenderResult | undefined, n: number): ScalePoint | undefined {
   return c?.scale.find((s) => s.services === n);
 }
+
+/** The no-proxy figures to quote a size's figures against: measured at that size when the run did (one lab). */
+export function baseAt(r: ServicesBenchResult, n: number): { latency: Dist3; connRate: Dist; rr: Dist } | undefined {
+  const b = contender(r, 'baseline');
+  return b?.baselineScale?.find((p) => p.services === n) ?? b?.baseline;
+}
+type Dist3 = { p50: Dist; p90: Dist; p99: Dist };
 
 /** Issue 7's targets, judged on one run's figures. */
 export function judgeTargets(r: ServicesBenchResult): TargetVerdict[] {
@@ -68,6 +76,7 @@ export function judgeTargets(r: ServicesBenchResult): TargetVerdict[] {
   {
     const t = 'Sluice first-packet p50 and p99 at 30,000 Services within 15% of the no-Service baseline';
     const b = at(s, big);
+    const base = baseAt(r, big);
     if (!b || !base) out.push({ target: t, met: undefined, detail: 'Sluice or the baseline is missing' });
     else {
       const r50 = b.clusterIp.p50.median / base.latency.p50.median;
@@ -77,7 +86,7 @@ export function judgeTargets(r: ServicesBenchResult): TargetVerdict[] {
         met: big === 30_000 ? r50 <= 1.15 && r99 <= 1.15 : undefined,
         detail:
           `p50 ${x(r50)}, p99 ${x(r99)} the baseline at ${int(big)} Services${bigNote}; against the pod IP ` +
-          `measured interleaved in Sluice's own lab: p50 ${x(b.clusterIp.p50.median / b.podIp.p50.median)}, ` +
+          `measured interleaved with it: p50 ${x(b.clusterIp.p50.median / b.podIp.p50.median)}, ` +
           `p99 ${x(b.clusterIp.p99.median / b.podIp.p99.median)}`,
       });
     }
@@ -124,7 +133,7 @@ export function judgeTargets(r: ServicesBenchResult): TargetVerdict[] {
           (s?.podIpPath
             ? `; ${((p.throughput1.gbps.median / s.podIpPath.throughput1.gbps.median) * 100).toFixed(1)}% and ` +
               `${((p.throughput4.gbps.median / s.podIpPath.throughput4.gbps.median) * 100).toFixed(1)}% of the pod IP ` +
-              'measured interleaved in the same lab'
+              'measured interleaved with it'
             : ''),
       });
     }
@@ -243,12 +252,31 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
     '',
   );
   L.push('## How', '');
+  const oneLab = r.method === 'one-lab';
   L.push(
-    '- One lab per contender, made one after the other with `sluice lab up --kubernetes --nodes 2` (a real kube-apiserver, etcd ' +
-      'and kube-controller-manager v1.37.2): **Sluice** (its agents, eBPF mode), **kube-proxy iptables** and **kube-proxy nftables** ' +
-      '(the real kube-proxy DaemonSet, `--no-sluice`), and the **baseline**: the same lab with kube-proxy removed ' +
-      '(DaemonSet deleted, `kube-proxy --cleanup` in each node), where the client talks straight to the pod IP.',
-    '- Same shape and traffic for each: an echo server (`sluice echo`) and `iperf3 -s` in a pod on node2, the client in a pod on ' +
+    ...(oneLab
+      ? [
+          '- **One lab for every contender**, made once with `sluice lab up --kubernetes --nodes 2 --proxy kube-proxy-iptables` ' +
+            "(a real kube-apiserver, etcd and kube-controller-manager v1.37.2, the real kube-proxy DaemonSet, and Sluice's agents). " +
+            "The bulk Services are written once per size; the lab's Service proxy is then switched for each measurement, " +
+            'with the seed\'s own steps: kube-proxy leaves through its DaemonSet\'s `nodeSelector` (`non-calico: "true"`) and ' +
+            '`kube-proxy --cleanup` in each node, and comes back (in iptables or nftables mode) by removing it; Sluice comes with ' +
+            '`bpfEnabled: true` and its agents started, and leaves with `bpfEnabled: false` (every program detached, every pin ' +
+            'removed) and its agents stopped, so kube-proxy and the baseline run alone as on a node without Sluice. The ' +
+            '**baseline** is the lab with no proxy at all (the ClusterIP is checked not to answer): the client talks straight ' +
+            'to the pod IP.',
+          '- At each size every contender is measured once, one after the other (the current proxy first, to save a switch), ' +
+            'so the figures compared are minutes apart on the same lab and the same objects. After each switch the run waits ' +
+            'for the target to answer (the **takeover**: a proxy starting with N Services already in the API), then for a ' +
+            'sentinel write to be programmed.',
+        ]
+      : [
+          '- One lab per contender, made one after the other with `sluice lab up --kubernetes --nodes 2` (a real kube-apiserver, etcd ' +
+            'and kube-controller-manager v1.37.2): **Sluice** (its agents, eBPF mode), **kube-proxy iptables** and **kube-proxy nftables** ' +
+            '(the real kube-proxy DaemonSet, `--no-sluice`), and the **baseline**: the same lab with kube-proxy removed ' +
+            '(DaemonSet deleted, `kube-proxy --cleanup` in each node), where the client talks straight to the pod IP.',
+        ]),
+    '- The workload: an echo server (`sluice echo`) and `iperf3 -s` in a pod on node2, the client in a pod on ' +
       'node1 (so every Service connection crosses nodes over the VXLAN overlay), the target Service (ClusterIP + NodePort) among ' +
       `N bulk Services: selectorless ClusterIP Services, each with a hand-made EndpointSlice of ${r.endpointsPerService} endpoints ` +
       '(made-up addresses nothing sends to), written to the API server in bulk. After each batch a sentinel Service is pointed ' +
@@ -261,8 +289,12 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
     `- Throughput: iperf3 TCP, 1 and 4 streams, ${r.settings.iperfSeconds} s, ${r.settings.iperfRounds} rounds; CPU per GB is ` +
       'the busy time of the whole machine (/proc/stat: user, nice, system, irq, softirq) over the run divided by the bytes ' +
       "received: every namespace shares the machine's CPUs, so this is the full cost of moving the data.",
-    '- Each lab measures its own pod-IP path interleaved with the Service path (same repetitions), so a burst of load from the ' +
-      'shared machine hits both; ratios are quoted against the baseline lab of the same run.',
+    oneLab
+      ? "- Each proxy's measurement also measures the pod-IP path (from a second client pod) interleaved with the Service path " +
+          '(same repetitions), so a burst of load from the shared machine hits both; ratios to the baseline use the baseline ' +
+          'measured at the same size.'
+      : '- Each lab measures its own pod-IP path interleaved with the Service path (same repetitions), so a burst of load from the ' +
+          'shared machine hits both; ratios are quoted against the baseline lab of the same run.',
     '',
   );
 
@@ -281,8 +313,28 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
       '',
     );
 
+  const baseScale = contender(r, 'baseline')?.baselineScale ?? [];
   if (base) {
     L.push('## Baseline (no Service, pod -> pod IP across nodes)', '');
+    if (baseScale.length)
+      L.push(
+        'At each size, measured between the proxies (no proxy in the lab):',
+        '',
+        ...table(
+          ['Services', 'p50 ms', 'p90 ms', 'p99 ms', 'new connections/s', 'requests/s, kept-alive'],
+          baseScale.map((p) => [
+            int(p.services),
+            spreadMs(p.latency.p50),
+            spreadMs(p.latency.p90),
+            spreadMs(p.latency.p99),
+            spreadInt(p.connRate),
+            spreadInt(p.rr),
+          ]),
+        ),
+        '',
+        `The paths, at ${int(base.services ?? NaN)} Services:`,
+        '',
+      );
     L.push(
       ...table(
         ['measure', 'median (range over repetitions)'],
@@ -318,8 +370,8 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
         spreadMs(p.clusterIp.p50),
         spreadMs(p.clusterIp.p90),
         spreadMs(p.clusterIp.p99),
-        base ? x(p.clusterIp.p50.median / base.latency.p50.median) : 'n/a',
-        base ? x(p.clusterIp.p99.median / base.latency.p99.median) : 'n/a',
+        ratio(p.clusterIp.p50.median, baseAt(r, p.services)?.latency.p50.median),
+        ratio(p.clusterIp.p99.median, baseAt(r, p.services)?.latency.p99.median),
         `${ms(p.podIp.p50.median)} / ${ms(p.podIp.p99.median)}`,
         String(p.clusterIp.errors),
       ]);
@@ -333,7 +385,7 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
         'p99 ms',
         'p50 / baseline',
         'p99 / baseline',
-        'same lab, pod IP p50 / p99 ms',
+        'pod IP p50 / p99 ms, interleaved',
         'failed',
       ],
       latRows,
@@ -356,10 +408,10 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
         NAMES[c.contender],
         int(p.services),
         spreadInt(p.connRate.clusterIp),
-        base ? x(p.connRate.clusterIp.median / base.connRate.median) : 'n/a',
+        ratio(p.connRate.clusterIp.median, baseAt(r, p.services)?.connRate.median),
         x(p.connRate.clusterIp.median / p.connRate.podIp.median),
         spreadInt(p.rr.clusterIp),
-        base ? x(p.rr.clusterIp.median / base.rr.median) : 'n/a',
+        ratio(p.rr.clusterIp.median, baseAt(r, p.services)?.rr.median),
         `${p.connRate.clusterIp.errors ?? 0} / ${p.connRate.podIp.errors ?? 0}`,
       ]);
   L.push(
@@ -369,7 +421,7 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
         'Services',
         'connections/s',
         '/ baseline',
-        '/ same lab pod IP',
+        '/ pod IP, interleaved',
         'requests/s (kept-alive)',
         '/ baseline',
         'failed connections, ClusterIP / pod IP',
@@ -446,7 +498,7 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
   );
   L.push(
     'Baseline for NodePort: the external client straight to the pod IP through node2 (a route in the external namespace), ' +
-      'measured in the baseline lab: one forwarding hop fewer than any NodePort path. ' +
+      'with no proxy in the lab: one forwarding hop fewer than any NodePort path. ' +
       '"Back (-R)" is iperf3 -R, one stream: the server sends to the external client, the direction in which ' +
       "DSR's replies leave the backend's node straight instead of returning through node1.",
     '',
@@ -504,6 +556,30 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
       '(from /proc/PID/stat, with waited-for children such as iptables-restore and nft) are what tell the proxies apart.',
     '',
   );
+  const takeovers = proxies.flatMap((c) => (c.takeover ?? []).map((t) => [NAMES[c.contender], t] as const));
+  if (takeovers.length) {
+    L.push(
+      'Takeover: the proxy started with the bulk Services already in the API (its DaemonSet back on the nodes, or ' +
+        '`bpfEnabled: true` and the agents started), until the target Service answers through it; the CPU and memory ' +
+        'of its processes until then:',
+      '',
+      ...table(
+        ['contender', 'Services', 'to the first answer (s)', 'proxy CPU s per node', 'RSS MB per node'],
+        takeovers.map(([n, t]) => [
+          n,
+          int(t.services),
+          t.seconds.toFixed(1),
+          Object.entries(t.proxyCpuSeconds)
+            .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+            .join(', '),
+          Object.entries(t.rssMB)
+            .map(([k, v]) => `${k} ${v.toFixed(0)}`)
+            .join(', '),
+        ]),
+      ),
+      '',
+    );
+  }
   const growth = proxies.flatMap((c) => (c.growth ?? []).map((g) => [NAMES[c.contender], g] as const));
   if (growth.length) {
     L.push('Every batch of the run:', '');

@@ -38,6 +38,24 @@ export interface PathsAt {
   reverse1?: Throughput;
 }
 
+/** A proxy made the lab's with `services` bulk Services already in the API (its processes new). */
+export interface Takeover {
+  services: number;
+  /** From the switch (DaemonSet patch, or bpfEnabled and the agents' start) to the target answering. */
+  seconds: number;
+  /** CPU seconds of each node's proxy from its start until then. */
+  proxyCpuSeconds: Record<string, number>;
+  rssMB: Record<string, number>;
+}
+
+/** The baseline (no proxy at all) measured at one size, between the proxies' measurements. */
+export interface BaselinePoint {
+  services: number;
+  latency: Latency;
+  connRate: Rate;
+  rr: Rate;
+}
+
 export interface ContenderResult {
   contender: Contender;
   lab: string;
@@ -53,8 +71,14 @@ export interface ContenderResult {
   controlPlane?: { create: ProgramCost; changes: ProgramCost; rssMB: Record<string, number> };
   /** Every batch of writes on the way through the sizes (creations and the removal before the control-plane test). */
   growth?: ProgramCost[];
-  /** Baseline lab only: the no-Service figures every ratio is quoted against. */
+  /** Each switch to this proxy during the run. */
+  takeover?: Takeover[];
+  /** Baseline only, one-lab runs: the no-proxy figures at each size. */
+  baselineScale?: BaselinePoint[];
+  /** Baseline only: the no-Service figures the path ratios are quoted against (at the largest size in one-lab runs). */
   baseline?: {
+    /** One-lab runs: the size it was measured at. */
+    services?: number;
     latency: Latency;
     connRate: Rate;
     rr: Rate;
@@ -75,6 +99,11 @@ export interface ContenderResult {
 export interface ServicesBenchResult {
   date: string;
   quick: boolean;
+  /**
+   * one-lab: every contender in one lab, the proxy switched between measurements (services.ts).
+   * Absent: an older run, one lab per contender, one after the other.
+   */
+  method?: 'one-lab';
   machine: { cpus: number; cpuModel: string; memoryGB: number; kernel: string; node: string };
   sizes: number[];
   /** Contenders measured at other sizes than `sizes` (--sizes-for). */

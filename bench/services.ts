@@ -1,28 +1,29 @@
 // `npm run bench:services [-- --quick]`: Sluice against kube-proxy (iptables and nftables) and a
-// no-Service baseline, in real Kubernetes labs on this machine (issue 7). One lab per contender,
-// one after the other, the same shape and the same traffic: 2 nodes, an echo + iperf3 server pod
-// on node2, a client pod on node1, the target Service among N bulk Services.
+// no-Service baseline, in ONE real Kubernetes lab on this machine (issue 7): 2 nodes, an echo +
+// iperf3 server pod on node2, client pods on node1, the target Service among N bulk Services. The
+// Services are written once per size; the lab's Service proxy is then switched for each
+// measurement (lab-cluster.ts: the seed's own steps), so every contender is measured on the same
+// lab, the same objects, minutes apart.
 //
 //   --quick                 small sizes (100 and 1,000 Services), fewer repetitions
 //   --sizes 100,1000,...    the numbers of Services to measure at
-//   --sizes-for C=100,...   other sizes for contender C (the API server of this machine takes
-//                           about 50-80 writes/s, so 30,000 Services cost a lab 15 minutes)
 //   --control-services N    the control-plane test's size (default 10,000; 1,000 with --quick)
 //   --contenders a,b        a subset of baseline,sluice,kube-proxy-iptables,kube-proxy-nftables
+//                           (a fresh run of those only: it replaces the results file)
 //   --report-only           rewrite the report from the results JSON, measure nothing
 //
-// Every figure is quoted against the baseline lab of the same run (the machine is shared and
-// noisy); each lab also measures its own pod-IP path beside the Service path, interleaved.
+// Every figure is quoted against the baseline measured at the same size in the same lab; each
+// proxy's measurement also measures the pod-IP path beside the Service path, interleaved.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { FIELDS } from '../src/agent/config-fields.js';
 import { packageRoot } from '../src/paths.js';
-import { BenchLab, ECHO_PORT, IPERF_PORT, stopChildren, type Contender } from './lab-cluster.js';
+import { BenchLab, ECHO_PORT, IPERF_PORT, stopChildren, type Contender, type Proxy } from './lab-cluster.js';
 import { machineCpuSeconds } from './proc-stats.js';
 import { writeReport } from './report.js';
-import type { ContenderResult, ProgramCost, ServicesBenchResult } from './services-result.js';
+import type { ContenderResult, ProgramCost, ServicesBenchResult, Takeover } from './services-result.js';
 import {
   measureConnRate,
   measureLatency,
@@ -36,12 +37,7 @@ import {
 } from './services-measure.js';
 
 const ALL: Contender[] = ['baseline', 'sluice', 'kube-proxy-iptables', 'kube-proxy-nftables'];
-const LAB_NAMES: Record<Contender, string> = {
-  baseline: 'bk1',
-  sluice: 'bk2',
-  'kube-proxy-iptables': 'bk3',
-  'kube-proxy-nftables': 'bk1',
-};
+const LAB_NAME = 'bk1';
 const ENDPOINTS = 10;
 const CONCURRENCY = 16;
 /** The sentinel's endpoint port while it must not answer: nothing listens there, the pod resets. */
@@ -59,22 +55,21 @@ function arg(name: string): string | undefined {
 }
 
 const quick = process.argv.includes('--quick');
-const SIZES = (arg('--sizes') ?? (quick ? '100,1000' : '100,1000,10000,30000')).split(',').map(Number);
-/** `--sizes-for CONTENDER=100,1000,...` (repeatable): other sizes for one contender. */
-const sizesFor = new Map<string, number[]>(
-  process.argv.flatMap((a, i) => {
-    if (a !== '--sizes-for') return [];
-    const [c, list] = (process.argv[i + 1] ?? '').split('=');
-    return [[c, list.split(',').map(Number)] as [string, number[]]];
-  }),
-);
+const SIZES = (arg('--sizes') ?? (quick ? '100,1000' : '100,1000,10000,30000'))
+  .split(',')
+  .map(Number)
+  .sort((a, b) => a - b);
 /** The control-plane test: this many Services x 10 endpoints from nothing, then single-endpoint changes. */
 const controlServices = Number(arg('--control-services') ?? (quick ? 1000 : 10_000));
 const changes = quick ? 200 : 1000;
 const settings: Sizes = quick
   ? { latencyConns: 500, reps: 3, rateSeconds: 2, iperfSeconds: 3, iperfRounds: 2 }
   : { latencyConns: 2000, reps: 5, rateSeconds: 2, iperfSeconds: 4, iperfRounds: 3 };
-const contenders = (arg('--contenders')?.split(',') as Contender[] | undefined) ?? ALL;
+const contenders = ((arg('--contenders')?.split(',') as Contender[] | undefined) ?? ALL).sort(
+  (a, b) => ALL.indexOf(a) - ALL.indexOf(b),
+);
+for (const c of contenders) if (!ALL.includes(c)) throw new Error(`--contenders: unknown ${c} (${ALL.join(', ')})`);
+const proxies = contenders.filter((c): c is Proxy => c !== 'baseline');
 const resultFile = path.join(packageRoot, 'bench', 'results', `services-${quick ? 'quick' : 'full'}.json`);
 const reportDir = quick
   ? path.join(packageRoot, 'bench', 'results', 'services-quick')
@@ -149,35 +144,135 @@ async function timed(
   return cost;
 }
 
-async function runBaseline(lab: BenchLab, res: ContenderResult): Promise<void> {
-  const client = lab.pod('bench-client');
-  const server = lab.pod('bench-server');
-  await lab.tuneClient(client.netns);
-  await lab.tuneClient(lab.ns('ext'));
-  const pod: Target = { host: server.ip, port: ECHO_PORT, netns: client.netns };
-  const podIperf: Target = { host: server.ip, port: IPERF_PORT, netns: client.netns };
-  await waitFor(lab, pod, 'ok', 60);
-  say('  baseline: pod -> pod IP latency, connection rate, request/response');
-  const [latency] = await measureLatency(lab, [pod], settings);
-  const [connRate] = await measureConnRate(lab, [pod], settings);
-  const [rr] = await measureRR(lab, [pod], settings);
+/** The lab and its fixed paths, shared by every contender. */
+interface Bench {
+  lab: BenchLab;
+  result: ServicesBenchResult;
+  /** pod -> the target's ClusterIP, from bench-client. */
+  svc: Target;
+  /** pod -> the server's pod IP, from bench-direct (never the 5-tuple of a Service flow: see appYaml). */
+  pod: Target;
+  serverIp: string;
+  sentinel: Sentinel;
+  /** Bulk Services in the API now. */
+  have: number;
+}
+
+function res(b: Bench, c: Contender): ContenderResult {
+  return b.result.contenders.find((r) => r.contender === c)!;
+}
+
+/**
+ * Makes `c` the lab's proxy and waits until it serves all `n` Services: for a proxy, the time from
+ * the switch to the target's first answer and the proxy's CPU until then (its processes are new)
+ * are kept as its takeover; the sentinel then proves every earlier write programmed. For the
+ * baseline, the target must stop answering: no Service dataplane is left.
+ */
+async function activate(b: Bench, c: Contender): Promise<void> {
+  if (b.lab.active === c) return;
+  say(`  switching the lab to ${c}${b.lab.active === 'baseline' ? '' : ` (from ${b.lab.active})`}`);
+  const s0 = Date.now();
+  await b.lab.switchTo(c);
+  if (c === 'baseline') {
+    await waitFor(b.lab, b.svc, 'fail', 120);
+    say(`    no proxy: the ClusterIP no longer answers (${((Date.now() - s0) / 1000).toFixed(1)} s)`);
+    return;
+  }
+  const at = await waitFor(b.lab, b.svc, 'ok', 1800);
+  const t: Takeover = {
+    services: b.have,
+    seconds: (at - s0) / 1000,
+    proxyCpuSeconds: b.lab.proxyCpu(),
+    rssMB: b.lab.proxyRssMB(),
+  };
+  (res(b, c).takeover ??= []).push(t);
+  await timed(b.lab, b.sentinel, `after the switch, ${b.have} Services`, {
+    op: 'create',
+    from: b.have,
+    to: b.have,
+    endpoints: ENDPOINTS,
+    concurrency: CONCURRENCY,
+  });
+  const cpu = Object.entries(t.proxyCpuSeconds)
+    .map(([n, s]) => `${n} ${s.toFixed(1)} s`)
+    .join(', ');
+  say(`    ${c} serves ${b.have} Services ${t.seconds.toFixed(1)} s after the switch; its CPU so far ${cpu}`);
+}
+
+/** A batch of writes under the lab's proxy (Sluice if none serves: the sentinel needs a dataplane). */
+async function batch(b: Bench, what: string, cmd: Parameters<BenchLab['bulk']>[0]): Promise<ProgramCost> {
+  if (b.lab.active === 'baseline') await activate(b, proxies.includes('sluice') ? 'sluice' : proxies[0]);
+  const cost = await timed(b.lab, b.sentinel, what, cmd);
+  (res(b, b.lab.active).growth ??= []).push(cost);
+  return cost;
+}
+
+async function grow(b: Bench, n: number): Promise<void> {
+  if (n <= b.have) return;
+  await batch(b, `${b.have} -> ${n} Services`, {
+    op: 'create',
+    from: b.have,
+    to: n,
+    endpoints: ENDPOINTS,
+    concurrency: CONCURRENCY,
+  });
+  b.have = n;
+}
+
+async function removeAll(b: Bench): Promise<void> {
+  if (b.have === 0) return;
+  await batch(b, `delete ${b.have} Services`, { op: 'delete', from: 0, to: b.have, concurrency: CONCURRENCY });
+  b.have = 0;
+}
+
+/** The contenders in the order to measure them: the lab's current one first (no switch), then on. */
+function rotation(b: Bench): Contender[] {
+  const i = Math.max(0, contenders.indexOf(b.lab.active));
+  return [...contenders.slice(i), ...contenders.slice(0, i)];
+}
+
+/** Every contender at `n` Services; at the largest size also the throughput and NodePort paths. */
+async function measureAll(b: Bench, n: number, largest: boolean): Promise<void> {
+  for (const c of rotation(b)) {
+    const r = res(b, c);
+    await phase(r, `at ${n} Services`, async () => {
+      await activate(b, c);
+      if (c === 'baseline') await measureBaseline(b, r, n, largest);
+      else {
+        await measureAt(b, r, n);
+        if (largest) {
+          await phase(r, 'paths', () => measureServicePaths(b, r));
+          await phase(r, 'NodePort', () => measureNodePort(b, r));
+        }
+      }
+    });
+  }
+}
+
+async function measureBaseline(b: Bench, r: ContenderResult, n: number, largest: boolean): Promise<void> {
+  say(`  baseline at ${n} Services: pod -> pod IP latency, connection rate, request/response`);
+  const [latency] = await measureLatency(b.lab, [b.pod], settings);
+  const [connRate] = await measureConnRate(b.lab, [b.pod], settings);
+  const [rr] = await measureRR(b.lab, [b.pod], settings);
   say(
     `    p50 ${fmtUs(latency.p50.median)} p99 ${fmtUs(latency.p99.median)}; ${connRate.median.toFixed(0)} conn/s; ${rr.median.toFixed(0)} req/s`,
   );
+  (r.baselineScale ??= []).push({ services: n, latency, connRate, rr });
+  if (!largest) return;
   say('  baseline: pod -> pod IP throughput (iperf3, 1 and 4 streams)');
-  const [paths] = await measurePaths(lab, [{ echo: pod, iperf: podIperf }], settings);
+  const [paths] = await measurePaths(b.lab, [{ echo: b.pod, iperf: { ...b.pod, port: IPERF_PORT } }], settings);
   say(
     `    ${paths.throughput1.gbps.median.toFixed(2)} / ${paths.throughput4.gbps.median.toFixed(2)} Gbit/s; ${paths.throughput1.cpuSecondsPerGB.median.toFixed(2)} CPU s/GB`,
   );
   say('  baseline: external client -> pod IP through node2');
-  await lab.routeExtToPods();
-  const { direct } = nodePortPaths(lab.ns('ext'), server.ip);
-  const [ext] = await measurePaths(lab, [direct], settings);
-  const [extReverse] = await measureThroughput(lab, [{ ...direct.iperf, reverse: true }], 1, settings);
+  const { direct } = nodePortPaths(b.lab.ns('ext'), b.serverIp);
+  const [ext] = await measurePaths(b.lab, [direct], settings);
+  const [extReverse] = await measureThroughput(b.lab, [{ ...direct.iperf, reverse: true }], 1, settings);
   say(
     `    p50 ${fmtUs(ext.latency.p50.median)}; ${ext.throughput1.gbps.median.toFixed(2)} Gbit/s, ${extReverse.gbps.median.toFixed(2)} Gbit/s back (-R)`,
   );
-  res.baseline = {
+  r.baseline = {
+    services: n,
     latency,
     connRate,
     rr,
@@ -187,112 +282,90 @@ async function runBaseline(lab: BenchLab, res: ContenderResult): Promise<void> {
   };
 }
 
-async function runProxy(lab: BenchLab, res: ContenderResult): Promise<void> {
-  const sizes = sizesFor.get(res.contender) ?? SIZES;
-  const client = lab.pod('bench-client');
-  const direct = lab.pod('bench-direct');
-  const server = lab.pod('bench-server');
-  for (const ns of [client.netns, direct.netns, lab.ns('ext')]) await lab.tuneClient(ns);
-  const vip = await lab.clusterIP('bench-target');
-  const svc: Target = { host: vip, port: 80, netns: client.netns };
-  // the pod-IP path from another client pod: see appYaml
-  const pod: Target = { host: server.ip, port: ECHO_PORT, netns: direct.netns };
-  await waitFor(lab, svc, 'ok', 180);
-  await waitFor(lab, pod, 'ok', 60);
-  const sentinel = new Sentinel(lab, client.netns, server.ip);
-  const largestSize = Math.max(...sizes, controlServices);
-  if (res.contender === 'sluice' && largestSize * ENDPOINTS > FIELDS.bpfMapSizeNATBackend.default / 2) {
-    // As an operator of Calico's eBPF mode would for a cluster this size: the default backend map
-    // (262,144 entries) cannot hold 30,000 Services x 10 endpoints. Set while the maps are empty.
-    const size = 2 ** Math.ceil(Math.log2(largestSize * ENDPOINTS * 2));
-    say(
-      `  sluice: bpfMapSizeNATBackend ${size.toLocaleString('en-US')} for ${largestSize.toLocaleString('en-US')} Services`,
-    );
-    await lab.patchFelix({ bpfMapSizeNATBackend: size });
-    res.natBackendMapSize = size;
-  }
-  let have = 0;
-  const growth: ProgramCost[] = [];
-  const grow = async (n: number): Promise<void> => {
-    if (n <= have) return;
-    const from = have;
-    growth.push(
-      await timed(lab, sentinel, `${from} -> ${n} Services`, {
+async function measureAt(b: Bench, r: ContenderResult, n: number): Promise<void> {
+  const { lab, svc, pod } = b;
+  say(`  ${r.contender} at ${n} Services: first-packet latency (ClusterIP and pod IP, interleaved)`);
+  const [lc, lp] = await measureLatency(lab, [svc, pod], settings);
+  say(
+    `    ClusterIP p50 ${fmtUs(lc.p50.median)} p90 ${fmtUs(lc.p90.median)} p99 ${fmtUs(lc.p99.median)}; pod IP p50 ${fmtUs(lp.p50.median)} p99 ${fmtUs(lp.p99.median)}`,
+  );
+  say(`  ${r.contender} at ${n} Services: connection rate and request/response rate`);
+  const [cc, cp] = await measureConnRate(lab, [svc, pod], settings);
+  const [rc, rp] = await measureRR(lab, [svc, pod], settings);
+  say(
+    `    ClusterIP ${cc.median.toFixed(0)} conn/s, ${rc.median.toFixed(0)} req/s; pod IP ${cp.median.toFixed(0)} conn/s, ${rp.median.toFixed(0)} req/s`,
+  );
+  r.scale.push({
+    services: n,
+    clusterIp: lc,
+    podIp: lp,
+    connRate: { clusterIp: cc, podIp: cp },
+    rr: { clusterIp: rc, podIp: rp },
+    proxyRssMB: lab.proxyRssMB(),
+  });
+}
+
+/**
+ * The control-plane test, for each proxy in turn: with no bulk Service left, the proxy is made
+ * the lab's, then `controlServices` x 10 endpoints are written from nothing and `changes`
+ * single-endpoint changes after that; every proxy but the last deletes them again.
+ */
+async function controlPlane(b: Bench): Promise<void> {
+  await removeAll(b);
+  const order = [
+    ...proxies.filter((c) => c === b.lab.active),
+    ...proxies.filter((c) => c !== b.lab.active && c !== 'sluice'),
+    ...proxies.filter((c) => c !== b.lab.active && c === 'sluice'),
+  ];
+  for (const [i, c] of order.entries()) {
+    const r = res(b, c);
+    await phase(r, 'control plane', async () => {
+      await activate(b, c);
+      say(`  ${c}: control plane, ${controlServices} Services x ${ENDPOINTS} endpoints from nothing`);
+      const create = await timed(b.lab, b.sentinel, `0 -> ${controlServices} Services`, {
         op: 'create',
-        from,
-        to: n,
+        from: 0,
+        to: controlServices,
         endpoints: ENDPOINTS,
         concurrency: CONCURRENCY,
-      }),
-    );
-    have = n;
-  };
-  const measureAt = async (n: number): Promise<void> => {
-    say(`  ${res.contender} at ${n} Services: first-packet latency (ClusterIP and pod IP, interleaved)`);
-    const [lc, lp] = await measureLatency(lab, [svc, pod], settings);
-    say(
-      `    ClusterIP p50 ${fmtUs(lc.p50.median)} p90 ${fmtUs(lc.p90.median)} p99 ${fmtUs(lc.p99.median)}; pod IP p50 ${fmtUs(lp.p50.median)} p99 ${fmtUs(lp.p99.median)}`,
-    );
-    say(`  ${res.contender} at ${n} Services: connection rate and request/response rate`);
-    const [cc, cp] = await measureConnRate(lab, [svc, pod], settings);
-    const [rc, rp] = await measureRR(lab, [svc, pod], settings);
-    say(
-      `    ClusterIP ${cc.median.toFixed(0)} conn/s, ${rc.median.toFixed(0)} req/s; pod IP ${cp.median.toFixed(0)} conn/s, ${rp.median.toFixed(0)} req/s`,
-    );
-    res.scale.push({
-      services: n,
-      clusterIp: lc,
-      podIp: lp,
-      connRate: { clusterIp: cc, podIp: cp },
-      rr: { clusterIp: rc, podIp: rp },
-      proxyRssMB: lab.proxyRssMB(),
+      });
+      b.have = controlServices;
+      say(`  ${c}: control plane, ${changes} single-endpoint changes`);
+      const changeCost = await timed(b.lab, b.sentinel, `${changes} endpoint changes`, {
+        op: 'change',
+        count: changes,
+        services: controlServices,
+        endpoints: ENDPOINTS,
+        concurrency: CONCURRENCY,
+      });
+      r.controlPlane = { create, changes: changeCost, rssMB: b.lab.proxyRssMB() };
     });
-  };
+    if (i < order.length - 1) await removeAll(b);
+  }
+  // a proxy whose test failed half-way may have left the count unknown: make it known
+  if (b.have !== controlServices) await grow(b, controlServices);
+}
 
+/** Saves the results after each size: an interrupted run keeps what it measured. */
+async function runAll(b: Bench, save: () => void): Promise<void> {
+  const sizes = SIZES;
+  const largest = sizes[sizes.length - 1];
   for (const n of sizes.filter((x) => x < controlServices)) {
-    await grow(n);
-    await phase(res, `at ${n} Services`, () => measureAt(n));
+    await grow(b, n);
+    await measureAll(b, n, n === largest);
+    save();
   }
-  let removal: ProgramCost | undefined;
-  if (have > 0) {
-    const n = have;
-    removal = await timed(lab, sentinel, `delete ${n} Services`, {
-      op: 'delete',
-      from: 0,
-      to: n,
-      concurrency: CONCURRENCY,
-    });
-    growth.push(removal);
-    have = 0;
-  }
-  say(`  ${res.contender}: control plane, ${controlServices} Services x ${ENDPOINTS} endpoints from nothing`);
-  const create = await timed(lab, sentinel, `0 -> ${controlServices} Services`, {
-    op: 'create',
-    from: 0,
-    to: controlServices,
-    endpoints: ENDPOINTS,
-    concurrency: CONCURRENCY,
-  });
-  have = controlServices;
-  say(`  ${res.contender}: control plane, ${changes} single-endpoint changes`);
-  const changeCost = await timed(lab, sentinel, `${changes} endpoint changes`, {
-    op: 'change',
-    count: changes,
-    services: controlServices,
-    endpoints: ENDPOINTS,
-    concurrency: CONCURRENCY,
-  });
-  res.controlPlane = { create, changes: changeCost, rssMB: lab.proxyRssMB() };
-  res.growth = growth;
-  if (sizes.includes(controlServices))
-    await phase(res, `at ${controlServices} Services`, () => measureAt(controlServices));
+  if (proxies.length > 0) await controlPlane(b);
+  save();
+  if (sizes.includes(controlServices)) await measureAll(b, controlServices, controlServices === largest);
+  save();
   for (const n of sizes.filter((x) => x > controlServices)) {
-    await grow(n);
-    await phase(res, `at ${n} Services`, () => measureAt(n));
+    // grown under Sluice where it is measured: the cheapest proxy to keep in sync while writing
+    if (proxies.includes('sluice') && b.lab.active !== 'sluice') await activate(b, 'sluice');
+    await grow(b, n);
+    await measureAll(b, n, n === largest);
+    save();
   }
-
-  await phase(res, 'paths', () => measureServicePaths(lab, res, have, svc, pod));
-  await phase(res, 'NodePort', () => measureNodePort(lab, res, have, server.ip));
 }
 
 /** A measurement that may fail without losing the others: its error is kept in the results. */
@@ -306,78 +379,54 @@ async function phase(res: ContenderResult, what: string, fn: () => Promise<void>
   }
 }
 
-async function measureServicePaths(
-  lab: BenchLab,
-  res: ContenderResult,
-  largest: number,
-  svc: Target,
-  pod: Target,
-): Promise<void> {
-  say(`  ${res.contender} at ${largest} Services: pod -> ClusterIP and pod -> pod IP, latency and iperf3`);
+async function measureServicePaths(b: Bench, r: ContenderResult): Promise<void> {
+  const { svc, pod } = b;
+  say(`  ${r.contender} at ${b.have} Services: pod -> ClusterIP and pod -> pod IP, latency and iperf3`);
   const [pc, pp] = await measurePaths(
-    lab,
+    b.lab,
     [
       { echo: svc, iperf: { ...svc, port: IPERF_PORT } },
       { echo: pod, iperf: { ...pod, port: IPERF_PORT } },
     ],
     settings,
   );
-  res.clusterIpPath = { services: largest, ...pc };
-  res.podIpPath = { services: largest, ...pp };
+  r.clusterIpPath = { services: b.have, ...pc };
+  r.podIpPath = { services: b.have, ...pp };
   say(
     `    ClusterIP ${pc.throughput1.gbps.median.toFixed(2)} / ${pc.throughput4.gbps.median.toFixed(2)} Gbit/s (1/4 streams), ${pc.throughput1.cpuSecondsPerGB.median.toFixed(2)} CPU s/GB; pod IP ${pp.throughput1.gbps.median.toFixed(2)} / ${pp.throughput4.gbps.median.toFixed(2)} Gbit/s`,
   );
 }
 
-async function measureNodePort(lab: BenchLab, res: ContenderResult, largest: number, serverIp: string): Promise<void> {
-  await lab.routeExtToPods();
-  const np = nodePortPaths(lab.ns('ext'), serverIp);
-  const modes = res.contender === 'sluice' ? ['Tunnel', 'DSR'] : [res.contender.replace('kube-proxy-', 'kube-proxy ')];
-  for (const mode of modes) {
-    if (mode === 'Tunnel' || mode === 'DSR') await lab.setExternalMode(mode);
-    await waitFor(lab, np.nodePort.echo, 'ok', 60);
-    say(`  ${res.contender}: NodePort from the external client through node1 (${mode}), and straight to the pod`);
-    const [n, d] = await measurePaths(lab, [np.nodePort, np.direct], settings);
-    // the server's data back to the client: with DSR it leaves node2 straight, without node1
-    const [nr, dr] = await measureThroughput(
-      lab,
-      [
-        { ...np.nodePort.iperf, reverse: true },
-        { ...np.direct.iperf, reverse: true },
-      ],
-      1,
-      settings,
-    );
-    res.nodePort.push({ mode, services: largest, ...n, reverse1: nr });
-    res.extDirect ??= { services: largest, ...d, reverse1: dr };
-    say(
-      `    NodePort p50 ${fmtUs(n.latency.p50.median)} p99 ${fmtUs(n.latency.p99.median)}, ${n.throughput1.gbps.median.toFixed(2)} Gbit/s, ${nr.gbps.median.toFixed(2)} back (-R); direct p50 ${fmtUs(d.latency.p50.median)}, ${d.throughput1.gbps.median.toFixed(2)} Gbit/s, ${dr.gbps.median.toFixed(2)} back`,
-    );
+async function measureNodePort(b: Bench, r: ContenderResult): Promise<void> {
+  const { lab } = b;
+  const np = nodePortPaths(lab.ns('ext'), b.serverIp);
+  const modes = r.contender === 'sluice' ? ['Tunnel', 'DSR'] : [r.contender.replace('kube-proxy-', 'kube-proxy ')];
+  try {
+    for (const mode of modes) {
+      if (mode === 'Tunnel' || mode === 'DSR') await lab.setExternalMode(mode);
+      await waitFor(lab, np.nodePort.echo, 'ok', 60);
+      say(`  ${r.contender}: NodePort from the external client through node1 (${mode}), and straight to the pod`);
+      const [n, d] = await measurePaths(lab, [np.nodePort, np.direct], settings);
+      // the server's data back to the client: with DSR it leaves node2 straight, without node1
+      const [nr, dr] = await measureThroughput(
+        lab,
+        [
+          { ...np.nodePort.iperf, reverse: true },
+          { ...np.direct.iperf, reverse: true },
+        ],
+        1,
+        settings,
+      );
+      r.nodePort.push({ mode, services: b.have, ...n, reverse1: nr });
+      r.extDirect ??= { services: b.have, ...d, reverse1: dr };
+      say(
+        `    NodePort p50 ${fmtUs(n.latency.p50.median)} p99 ${fmtUs(n.latency.p99.median)}, ${n.throughput1.gbps.median.toFixed(2)} Gbit/s, ${nr.gbps.median.toFixed(2)} back (-R); direct p50 ${fmtUs(d.latency.p50.median)}, ${d.throughput1.gbps.median.toFixed(2)} Gbit/s, ${dr.gbps.median.toFixed(2)} back`,
+      );
+    }
+  } finally {
+    // the next start of Sluice in this lab runs the default mode again
+    if (r.contender === 'sluice') await lab.setExternalMode('Tunnel');
   }
-}
-
-/**
- * A partial run whose contender failed keeps that contender's earlier figures (a failed rerun
- * measured nothing that replaces them) and says so, instead of the note of a second run.
- */
-function keepEarlier(
-  result: ServicesBenchResult,
-  earlier: ServicesBenchResult | undefined,
-  c: Contender,
-  error: string,
-): void {
-  const before = earlier?.contenders.find((e) => e.contender === c);
-  if (!earlier || !before) return;
-  result.contenders = result.contenders.map((e) => (e.contender === c ? before : e));
-  result.sizesFor = { ...result.sizesFor };
-  if (earlier.sizesFor?.[c]) result.sizesFor[c] = earlier.sizesFor[c];
-  else delete result.sizesFor[c];
-  const second = `${c} was measured in a second run`;
-  result.notes = [
-    ...result.notes.filter((n) => !n.startsWith(second)),
-    ...earlier.notes.filter((n) => n.startsWith(second)),
-    `A rerun of ${c} failed (${error.split('\n')[0]}); its figures are those of the earlier run.`,
-  ];
 }
 
 /** The commit measured, and the files that differed from it (the datapath and agent as run). */
@@ -424,9 +473,11 @@ async function main(): Promise<void> {
   process.once('SIGINT', (s) => void onSignal(s));
   process.once('SIGTERM', (s) => void onSignal(s));
   const cpus = os.cpus();
+  const lab = new BenchLab(LAB_NAME, say);
   const result: ServicesBenchResult = {
     date: new Date().toISOString(),
     quick,
+    method: 'one-lab',
     machine: {
       cpus: cpus.length,
       cpuModel: cpus[0]?.model ?? '?',
@@ -435,82 +486,82 @@ async function main(): Promise<void> {
       node: process.version,
     },
     sizes: SIZES,
-    sizesFor: Object.fromEntries(sizesFor),
     endpointsPerService: ENDPOINTS,
     controlPlaneServices: controlServices,
     changes,
     settings: { ...settings },
-    contenders: [],
+    contenders: contenders.map((c) => ({
+      contender: c,
+      lab: lab.name,
+      loadAverageAtStart: [],
+      scale: [],
+      nodePort: [],
+    })),
     durationSeconds: 0,
     notes: [],
     git: gitState(),
   };
-  // --contenders: a partial run replaces those contenders in the results of an earlier run (same mode)
-  const earlier = process.argv.includes('--contenders') ? readResult() : undefined;
-  if (earlier) {
-    // the earlier run's settings stay the run's; this run's contenders say how they differ
-    const kept = earlier.contenders.filter((c) => !contenders.includes(c.contender));
-    // an earlier partial run's note about a contender measured again now no longer holds
-    const notes = earlier.notes.filter(
-      (n) =>
-        !contenders.some(
-          (c) => n.startsWith(`${c} was measured in a second run`) || n.startsWith(`A rerun of ${c} failed`),
-        ),
-    );
-    Object.assign(result, { ...earlier, contenders: kept, notes });
-    result.sizesFor = { ...earlier.sizesFor };
-    const head = gitState()?.head;
-    for (const c of contenders) {
-      result.sizesFor[c] = sizesFor.get(c) ?? SIZES;
-      result.notes.push(
-        `${c} was measured in a second run started ${new Date().toISOString().slice(11, 16)} UTC` +
-          `${head ? ` at commit ${head}` : ''} ` +
-          `(sizes ${(sizesFor.get(c) ?? SIZES).join(', ')}; control-plane test at ${controlServices.toLocaleString('en-US')} Services).`,
-      );
-    }
-  }
-  const earlierSeconds = earlier?.durationSeconds ?? 0;
-  say(
-    `sluice bench:services (${quick ? 'quick' : 'full'}) on ${os.release()}, ${cpus.length} CPUs; contenders ${contenders.join(', ')}; sizes ${SIZES.join(', ')}` +
-      [...sizesFor].map(([c, l]) => `; ${c}: ${l.join(', ')}`).join(''),
-  );
-  for (const c of contenders) {
-    const lab = new BenchLab(LAB_NAMES[c], c, say);
-    current = lab;
-    const res: ContenderResult = {
-      contender: c,
-      lab: lab.name,
-      loadAverageAtStart: os.loadavg(),
-      scale: [],
-      nodePort: [],
-    };
-    result.contenders.push(res);
-    result.contenders.sort((a, b) => ALL.indexOf(a.contender) - ALL.indexOf(b.contender));
-    say(`${c}: lab ${lab.name} up (load average ${res.loadAverageAtStart.map((x) => x.toFixed(1)).join(' ')})`);
-    try {
-      await lab.down(); // a lab of that name left by an interrupted run
-      await lab.up();
-      res.upRetries = lab.upRetries;
-      if (c === 'baseline') await runBaseline(lab, res);
-      else await runProxy(lab, res);
-    } catch (err) {
-      res.error = (err as Error).message;
-      say(`${c}: FAILED: ${res.error}`);
-      keepEarlier(result, earlier, c, res.error);
-    } finally {
-      say(`${c}: lab ${lab.name} down`);
-      await lab.down();
-      current = undefined;
-    }
-    if (interrupted) return;
-    // written after every contender: an interrupted run keeps what it measured
-    result.durationSeconds = earlierSeconds + (Date.now() - t0) / 1000;
+  const save = (): void => {
+    result.durationSeconds = (Date.now() - t0) / 1000;
     fs.mkdirSync(path.dirname(resultFile), { recursive: true });
     fs.writeFileSync(resultFile, JSON.stringify(result, null, 2) + '\n');
+  };
+  say(
+    `sluice bench:services (${quick ? 'quick' : 'full'}) on ${os.release()}, ${cpus.length} CPUs; one lab, contenders ${contenders.join(', ')}; sizes ${SIZES.join(', ')}; load average ${os
+      .loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' ')}`,
+  );
+  current = lab;
+  try {
+    await lab.down(); // a lab of that name left by an interrupted run
+    say(`lab ${lab.name} up`);
+    await lab.up();
+    for (const r of result.contenders) {
+      r.loadAverageAtStart = os.loadavg();
+      r.upRetries = lab.upRetries || undefined;
+    }
+    const client = lab.pod('bench-client');
+    const direct = lab.pod('bench-direct');
+    const server = lab.pod('bench-server');
+    for (const ns of [client.netns, direct.netns, lab.ns('ext')]) await lab.tuneClient(ns);
+    await lab.routeExtToPods();
+    const b: Bench = {
+      lab,
+      result,
+      svc: { host: await lab.clusterIP('bench-target'), port: 80, netns: client.netns },
+      pod: { host: server.ip, port: ECHO_PORT, netns: direct.netns },
+      serverIp: server.ip,
+      sentinel: new Sentinel(lab, client.netns, server.ip),
+      have: 0,
+    };
+    await waitFor(lab, b.pod, 'ok', 60);
+    const largest = Math.max(...SIZES, controlServices);
+    if (proxies.includes('sluice') && largest * ENDPOINTS > FIELDS.bpfMapSizeNATBackend.default / 2) {
+      // As an operator of Calico's eBPF mode would for a cluster this size: the default backend map
+      // (262,144 entries) cannot hold 30,000 Services x 10 endpoints. Set before the agents start.
+      const size = 2 ** Math.ceil(Math.log2(largest * ENDPOINTS * 2));
+      say(
+        `  sluice: bpfMapSizeNATBackend ${size.toLocaleString('en-US')} for ${largest.toLocaleString('en-US')} Services`,
+      );
+      await lab.patchFelix({ bpfMapSizeNATBackend: size });
+      res(b, 'sluice').natBackendMapSize = size;
+    }
+    await runAll(b, save);
+  } catch (err) {
+    const msg = (err as Error).message;
+    say(`FAILED: ${msg}`);
+    for (const r of result.contenders) r.error ??= msg;
+  } finally {
+    say(`lab ${lab.name} down`);
+    if (!interrupted) await lab.down();
+    current = undefined;
   }
+  if (interrupted) return;
+  save();
   say(`results: ${path.relative(process.cwd(), resultFile)}`);
   for (const f of writeReport(result, reportDir)) say(`report: ${path.relative(process.cwd(), f)}`);
-  if (result.contenders.some((c) => c.error)) process.exitCode = 1;
+  if (result.contenders.some((c) => c.error || c.errors?.length)) process.exitCode = 1;
 }
 
 await main();
