@@ -430,8 +430,10 @@ export class BpfMap {
       try {
         written += this.updateBatch(keys, values, n, onlyMissing ? UpdateFlags.NOEXIST : UpdateFlags.ANY);
       } catch (err) {
-        // NOEXIST stops a batch at the first existing key; finish one by one, skipping those.
-        if (!(err instanceof BpfError) || (err.code !== 'EEXIST' && err.code !== 'E2BIG')) throw err;
+        // NOEXIST stops a batch at the first existing key, a full map at the first new one (E2BIG,
+        // or EINVAL once part of the batch is in: seen copying into a smaller map); finish one by
+        // one, skipping those.
+        if (!(err instanceof BpfError) || !['EEXIST', 'E2BIG', 'EINVAL'].includes(err.code)) throw err;
         for (let i = 0; i < n; i++) {
           keys.copy(this.scratchKey, 0, i * ks, (i + 1) * ks);
           values.copy(this.scratchValue, 0, i * vs, (i + 1) * vs);

@@ -275,3 +275,26 @@ test('struct codecs refuse implicit padding', () => {
   const ok = struct('ok', { a: be32, _pad: pad(4), b: u64 });
   assert.equal(ok.size, 16);
 });
+
+test('copyFrom into a smaller map copies what fits and skips the rest, also for only-missing copies', (t) => {
+  if (!requirePrivileges(t)) return;
+  const def = { name: 't_copy_big', type: MapType.HASH, keySize: 8, valueSize: 8, maxEntries: 64 };
+  const big = BpfMap.create(def);
+  const small = BpfMap.create({ ...def, name: 't_copy_small', maxEntries: 4 });
+  try {
+    const keys = Buffer.alloc(8 * 20);
+    const values = Buffer.alloc(8 * 20);
+    for (let i = 0; i < 20; i++) {
+      keys.writeUInt32LE(i + 1, i * 8);
+      values.writeUInt32LE(i * 7, i * 8);
+    }
+    assert.equal(big.updateBatch(keys, values, 20), 20);
+    // the agent's resize: a migrating copy, then an only-missing copy of what the old programs added
+    assert.equal(small.copyFrom(big), 4);
+    assert.equal(small.copyFrom(big, true), 0);
+    assert.equal(small.count(), 4);
+  } finally {
+    big.close();
+    small.close();
+  }
+});
