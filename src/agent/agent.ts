@@ -122,7 +122,8 @@ export class Agent {
   private routesInMap = new Map<string, [RouteKey, Route]>();
   private healthChecks = new Map<number, HealthCheckService>();
   /** Service ports and frontends that did not fit, as last reported (retried at every flush). */
-  private mapFull = new Set<string>();
+  /** Service ports that do not fit in a full NAT map, with the FelixConfiguration field that would make room. */
+  private mapFull = new Map<string, string>();
   private readonly health: HealthServers;
   private timers: NodeJS.Timeout[] = [];
   private syncScheduled = false;
@@ -578,6 +579,7 @@ export class Agent {
     this.logReader = undefined;
     this.attached.clear();
     this.routesInMap.clear();
+    this.mapFull.clear();
     this.firstSyncDone = false;
     void this.kernelPath
       .remove()
@@ -787,8 +789,9 @@ export class Agent {
         `Service ${what}: ${e.message}: it is left as it was; raise ${e.field} in FelixConfiguration`,
       );
     }
-    for (const what of this.mapFull) if (!now.has(what)) this.log.info({ object: `Service ${what}` }, 'programmed now');
-    this.mapFull = new Set(now.keys());
+    for (const what of this.mapFull.keys())
+      if (!now.has(what)) this.log.info({ object: `Service ${what}` }, 'programmed now');
+    this.mapFull = new Map([...now].map(([what, e]) => [what, e.field]));
   }
 
   /** What the lab shows as the agent's health. */
@@ -805,6 +808,16 @@ export class Agent {
       /** The datastore revision the datapath reflects (the last completed sync's). */
       syncedRevision: this.syncedRevision,
       frontends: this.writer?.frontendEntries ?? 0,
+      // what the log's map-full errors say, where `sluice lab status` and an operator look first
+      ...(this.mapFull.size > 0
+        ? {
+            mapFull: {
+              servicePorts: this.mapFull.size,
+              fields: [...new Set(this.mapFull.values())].sort(),
+              examples: [...this.mapFull.keys()].slice(0, 3),
+            },
+          }
+        : {}),
       interfaces: [...this.attached.entries()].map(([name, a]) => `${name}:${a.role}`),
       mode: this.datapath?.mode,
     };

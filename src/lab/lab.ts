@@ -258,6 +258,8 @@ interface AgentStatusFile {
   revision?: string;
   frontends?: number;
   mode?: string;
+  /** Service ports left unprogrammed because a NAT map is full (the agent's error log names each). */
+  mapFull?: { servicePorts: number; fields: string[]; examples: string[] };
 }
 
 function readAgentStatus(name: string, node: string): AgentStatusFile | undefined {
@@ -417,10 +419,15 @@ export function agentHealth(topo: Topology): AgentHealth[] {
       return m ? [Number(m[1])] : [];
     });
     const rev = apiRevs.length > 0 ? `API revision ${Math.max(...apiRevs)}` : `store revision ${st.revision ?? '?'}`;
+    const full = st.mapFull
+      ? `; ${st.mapFull.servicePorts} Service port(s) not programmed, a NAT map is full ` +
+        `(${st.mapFull.examples.join(', ')}${st.mapFull.servicePorts > st.mapFull.examples.length ? ', ...' : ''}): ` +
+        `raise ${st.mapFull.fields.join(' and ')} in FelixConfiguration`
+      : '';
     return {
       node: n.name,
       running: true,
-      detail: `ready (pid ${st.pid}): ${dp}, ${rev}`,
+      detail: `ready (pid ${st.pid}): ${dp}, ${rev}${full}`,
     };
   });
 }

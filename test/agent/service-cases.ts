@@ -343,6 +343,49 @@ export function defineServiceTests(b: ServiceBackend): void {
     assert.equal(h.error, 'ECONNREFUSED', 'a Service without endpoints rejects at once');
   });
 
+  test('a NAT map too small: the agent keeps running, names the field in its status, and programs all once it fits', async (t) => {
+    if (!b.ready(t)) return;
+    type Status = {
+      pid: number;
+      ready: boolean;
+      mapFull?: { servicePorts: number; fields: string[]; examples: string[] };
+    };
+    const status = (): Status => JSON.parse(readFileSync(agentStatusPath(b.lab, 'node1'), 'utf8')) as Status;
+    const web = await b.service('web');
+    const pid = status().pid;
+    const base = { bpfEnabled: true, bpfKubeProxyIptablesCleanupEnabled: false };
+    // One backend entry: every Service port with more than one backend cannot be written.
+    await b.felix({ ...base, bpfMapSizeNATBackend: 1 });
+    const deadline = Date.now() + 20_000;
+    while (!status().mapFull) {
+      assert.ok(Date.now() < deadline, 'node1 reported the full backend map in its status');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const full = status();
+    assert.equal(full.pid, pid, 'the agent kept running');
+    assert.equal(full.ready, true);
+    assert.deepEqual(full.mapFull!.fields, ['bpfMapSizeNATBackend']);
+    assert.ok(full.mapFull!.servicePorts >= 1);
+    assert.match(full.mapFull!.examples[0], /^default\//, 'examples name the Service');
+    const bin = path.join(packageRoot, 'bin', 'sluice.js');
+    const shown = await run(process.execPath, [bin, 'lab', 'status', '--name', b.lab], { encoding: 'utf8' });
+    assert.match(shown.stdout, /not programmed, a NAT map is full .*raise bpfMapSizeNATBackend in FelixConfiguration/);
+    // Room again: everything is programmed and the error leaves the status.
+    await b.felix(base);
+    const until = Date.now() + 20_000;
+    while (status().mapFull) {
+      assert.ok(Date.now() < until, 'the status no longer reports a full map');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    let ok = await tcpAsk(clientNs(), web.spec!.clusterIP!, 80, { timeoutMs: 1000 });
+    while (!ok.ok && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 200));
+      ok = await tcpAsk(clientNs(), web.spec!.clusterIP!, 80, { timeoutMs: 1000 });
+    }
+    assert.ok(ok.ok, `web answers once its backends fit: ${ok.error}`);
+    assert.equal(status().pid, pid);
+  });
+
   test('rollback: bpfEnabled false detaches every program and removes every pin; true programs again', async (t) => {
     if (!b.ready(t)) return;
     const { existsSync } = await import('node:fs');
