@@ -26,6 +26,9 @@ const x = (r: number): string => (Number.isFinite(r) ? `${r.toFixed(2)}x` : 'n/a
 const pct = (r: number): string =>
   Number.isFinite(r) ? `${r * 100 - 100 >= 0 ? '+' : ''}${(r * 100 - 100).toFixed(1)}%` : 'n/a';
 const ratio = (a: number, b: number | undefined): string => (b === undefined ? 'n/a' : x(a / b));
+/** A negative lag means the sentinel answered before the batch's last write: the figure is void. */
+const lag = (c: { lagSeconds: number }): string =>
+  c.lagSeconds < 0 ? 'void (the sentinel answered before the last write)' : c.lagSeconds.toFixed(1);
 const int = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
 const spreadMs = (d: Dist): string => `${ms(d.median)} (${ms(d.min)}–${ms(d.max)})`;
 const spreadInt = (d: Dist): string => `${int(d.median)} (${int(d.min)}–${int(d.max)})`;
@@ -149,7 +152,9 @@ export function judgeTargets(r: ServicesBenchResult): TargetVerdict[] {
       out.push({
         target: t,
         met: q1 <= 1 && q4 <= 1,
-        detail: `1 stream ${x(q1)}, 4 streams ${x(q4)} kube-proxy iptables' CPU seconds per GB`,
+        detail:
+          `1 stream ${x(q1)}, 4 streams ${x(q4)} kube-proxy iptables' CPU seconds per GB` +
+          (p.services !== q.services ? ` (Sluice at ${int(p.services)} Services, iptables at ${int(q.services)})` : ''),
       });
     }
   }
@@ -269,6 +274,14 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
             'so the figures compared are minutes apart on the same lab and the same objects. After each switch the run waits ' +
             'for the target to answer (the **takeover**: a proxy starting with N Services already in the API), then for a ' +
             'sentinel write to be programmed.',
+          ...(r.measuredAfterControlPlane
+            ? [
+                `- At the control-plane size (${int(r.controlPlaneServices)} Services) each proxy is measured right after its own ` +
+                  'control-plane test, on the Services it has just programmed, and kube-proxy iptables is not measured beyond it: ' +
+                  'restarting it on that many Services takes longer than a run can wait (see the takeovers), and growing the lab ' +
+                  'under it doubles the time the API server takes to write the Services.',
+              ]
+            : []),
         ]
       : [
           '- One lab per contender, made one after the other with `sluice lab up --kubernetes --nodes 2` (a real kube-apiserver, etcd ' +
@@ -515,7 +528,7 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
         k.what,
         k.seconds.toFixed(1),
         k.writeSeconds.toFixed(1),
-        k.lagSeconds.toFixed(1),
+        lag(k),
         Object.entries(k.proxyCpuSeconds)
           .map(([n, s]) => `${n} ${s.toFixed(1)}`)
           .join(', '),
@@ -549,14 +562,19 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
     '',
   );
   L.push(
-    `From nothing: the bulk Services of the smaller sizes are deleted first, then ${int(r.controlPlaneServices)} Services × ` +
+    (r.method === 'one-lab'
+      ? "From nothing: each proxy in turn is made the lab's with no bulk Service in the API (the previous proxy's are " +
+        `deleted under it), then ${int(r.controlPlaneServices)} Services × `
+      : `From nothing: the bulk Services of the smaller sizes are deleted first, then ${int(r.controlPlaneServices)} Services × `) +
       `${r.endpointsPerService} endpoints are written (${r.changes.toLocaleString('en-US')} single-endpoint changes after that, ` +
       'each a PATCH of one EndpointSlice moving one endpoint). The API server on this machine takes writes at a limited rate, ' +
       'so "to programmed" is bounded by it for every contender; the lag after the last write and the proxy\'s own CPU seconds ' +
       '(from /proc/PID/stat, with waited-for children such as iptables-restore and nft) are what tell the proxies apart.',
     '',
   );
-  const takeovers = proxies.flatMap((c) => (c.takeover ?? []).map((t) => [NAMES[c.contender], t] as const));
+  const takeovers = proxies.flatMap((c) =>
+    [...(c.takeover ?? [])].sort((a, b) => a.services - b.services).map((t) => [NAMES[c.contender], t] as const),
+  );
   if (takeovers.length) {
     L.push(
       'Takeover: the proxy started with the bulk Services already in the API (its DaemonSet back on the nodes, or ' +
@@ -590,7 +608,7 @@ export function renderMarkdown(r: ServicesBenchResult, chartFiles: string[], opt
           n,
           g.what,
           g.seconds.toFixed(1),
-          g.lagSeconds.toFixed(1),
+          lag(g),
           Object.entries(g.proxyCpuSeconds)
             .map(([k, s]) => `${k} ${s.toFixed(1)}`)
             .join(', '),

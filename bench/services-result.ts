@@ -104,6 +104,12 @@ export interface ServicesBenchResult {
    * Absent: an older run, one lab per contender, one after the other.
    */
   method?: 'one-lab';
+  /**
+   * Each proxy measured at the control-plane size right after its own control-plane test, and
+   * kube-proxy iptables not beyond it (absent: the size was measured after all the tests, each
+   * proxy restarted on the Services).
+   */
+  measuredAfterControlPlane?: boolean;
   machine: { cpus: number; cpuModel: string; memoryGB: number; kernel: string; node: string };
   sizes: number[];
   /** Contenders measured at other sizes than `sizes` (--sizes-for). */

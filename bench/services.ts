@@ -31,6 +31,7 @@ import {
   measureRR,
   measureThroughput,
   nodePortPaths,
+  sleep,
   waitFor,
   type Sizes,
   type Target,
@@ -92,10 +93,17 @@ class Sentinel {
     return { host: this.ip!, port: 80, netns: this.netns };
   }
 
-  /** Makes the sentinel not answer (creating it if needed) and waits until the dataplane agrees. */
+  /**
+   * Makes the sentinel not answer (creating it if needed) and waits until the dataplane agrees:
+   * twice, a second apart. A proxy rewriting its rules under load (kube-proxy iptables deleting
+   * 10,000 Services) can refuse one connection in passing and then serve the old endpoint again,
+   * which once made a batch look programmed before its last write.
+   */
   async disarm(): Promise<void> {
     if (!this.ip) this.ip = (await this.lab.bulk({ op: 'sentinel', ip: this.serverIp, port: DEAD_PORT })).clusterIP;
     else await this.lab.bulk({ op: 'sentinel-port', port: DEAD_PORT });
+    await waitFor(this.lab, this.target, 'fail', 1800);
+    await sleep(1000);
     await waitFor(this.lab, this.target, 'fail', 1800);
   }
 
@@ -231,22 +239,31 @@ function rotation(b: Bench): Contender[] {
   return [...contenders.slice(i), ...contenders.slice(0, i)];
 }
 
-/** Every contender at `n` Services; at the largest size also the throughput and NodePort paths. */
-async function measureAll(b: Bench, n: number, largest: boolean): Promise<void> {
-  for (const c of rotation(b)) {
+/**
+ * Every contender at `n` Services (those `include` keeps); at the largest size also the throughput
+ * and NodePort paths.
+ */
+async function measureAll(
+  b: Bench,
+  n: number,
+  largest: boolean,
+  include: (c: Contender) => boolean = () => true,
+): Promise<void> {
+  for (const c of rotation(b).filter(include)) {
     const r = res(b, c);
     await phase(r, `at ${n} Services`, async () => {
       await activate(b, c);
       if (c === 'baseline') await measureBaseline(b, r, n, largest);
-      else {
-        await measureAt(b, r, n);
-        if (largest) {
-          await phase(r, 'paths', () => measureServicePaths(b, r));
-          await phase(r, 'NodePort', () => measureNodePort(b, r));
-        }
-      }
+      else await measureProxy(b, r, n, largest);
     });
   }
+}
+
+async function measureProxy(b: Bench, r: ContenderResult, n: number, paths: boolean): Promise<void> {
+  await measureAt(b, r, n);
+  if (!paths) return;
+  await phase(r, 'paths', () => measureServicePaths(b, r));
+  await phase(r, 'NodePort', () => measureNodePort(b, r));
 }
 
 async function measureBaseline(b: Bench, r: ContenderResult, n: number, largest: boolean): Promise<void> {
@@ -308,14 +325,18 @@ async function measureAt(b: Bench, r: ContenderResult, n: number): Promise<void>
 /**
  * The control-plane test, for each proxy in turn: with no bulk Service left, the proxy is made
  * the lab's, then `controlServices` x 10 endpoints are written from nothing and `changes`
- * single-endpoint changes after that; every proxy but the last deletes them again.
+ * single-endpoint changes after that. When that size is measured, the proxy is measured there
+ * and then, on the Services it has just programmed itself (no restart at scale: kube-proxy
+ * iptables needed more than 20 minutes of iptables-restore to start with 10,000 Services here),
+ * with its paths and NodePort too. Every proxy but the last deletes the Services again.
  */
-async function controlPlane(b: Bench): Promise<void> {
+async function controlPlane(b: Bench, measure: boolean, paths: (c: Proxy) => boolean): Promise<void> {
   await removeAll(b);
+  // Sluice last: the larger sizes are grown under it, the cheapest proxy to keep in sync
   const order = [
-    ...proxies.filter((c) => c === b.lab.active),
+    ...proxies.filter((c) => c === b.lab.active && c !== 'sluice'),
     ...proxies.filter((c) => c !== b.lab.active && c !== 'sluice'),
-    ...proxies.filter((c) => c !== b.lab.active && c === 'sluice'),
+    ...proxies.filter((c) => c === 'sluice'),
   ];
   for (const [i, c] of order.entries()) {
     const r = res(b, c);
@@ -339,6 +360,7 @@ async function controlPlane(b: Bench): Promise<void> {
         concurrency: CONCURRENCY,
       });
       r.controlPlane = { create, changes: changeCost, rssMB: b.lab.proxyRssMB() };
+      if (measure) await measureProxy(b, r, controlServices, paths(c));
     });
     if (i < order.length - 1) await removeAll(b);
   }
@@ -355,15 +377,25 @@ async function runAll(b: Bench, save: () => void): Promise<void> {
     await measureAll(b, n, n === largest);
     save();
   }
-  if (proxies.length > 0) await controlPlane(b);
-  save();
-  if (sizes.includes(controlServices)) await measureAll(b, controlServices, controlServices === largest);
+  const atControl = sizes.includes(controlServices);
+  const beyond = sizes.some((x) => x > controlServices);
+  // The paths are measured at the largest size a proxy reaches. kube-proxy iptables stops at the
+  // control-plane size: a later size would need it restarted on all the Services (see above), or
+  // grown under it, which doubles the time the API server takes to write them.
+  const stopsHere = (c: Contender): boolean => !beyond || c === 'kube-proxy-iptables';
+  if (proxies.length > 0) await controlPlane(b, atControl, stopsHere);
+  if (atControl && contenders.includes('baseline')) {
+    const r = res(b, 'baseline');
+    await phase(r, `at ${controlServices} Services`, async () => {
+      await activate(b, 'baseline');
+      await measureBaseline(b, r, controlServices, !beyond);
+    });
+  }
   save();
   for (const n of sizes.filter((x) => x > controlServices)) {
-    // grown under Sluice where it is measured: the cheapest proxy to keep in sync while writing
     if (proxies.includes('sluice') && b.lab.active !== 'sluice') await activate(b, 'sluice');
     await grow(b, n);
-    await measureAll(b, n, n === largest);
+    await measureAll(b, n, n === largest, (c) => !stopsHere(c));
     save();
   }
 }
@@ -456,10 +488,12 @@ let current: BenchLab | undefined;
 let interrupted = false;
 async function onSignal(sig: string): Promise<void> {
   interrupted = true;
-  say(`${sig}: removing lab ${current?.name ?? '(none)'}`);
+  // taken now: the run's own error path, woken by the children's end, forgets it meanwhile
+  const lab = current;
+  say(`${sig}: removing lab ${lab?.name ?? '(none)'}`);
   stopChildren();
   await new Promise((r) => setTimeout(r, 3000));
-  await current?.down();
+  await lab?.down();
   process.exit(130);
 }
 
@@ -478,6 +512,7 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     quick,
     method: 'one-lab',
+    measuredAfterControlPlane: true,
     machine: {
       cpus: cpus.length,
       cpuModel: cpus[0]?.model ?? '?',

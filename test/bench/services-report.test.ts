@@ -187,3 +187,42 @@ test('NodePort rows quote the return direction (iperf3 -R) against the baseline'
   assert.match(md, /\| Sluice Tunnel \|[^\n]*\| 50\.0% \|[^\n]*\n/);
   assert.match(md, /\| Sluice DSR \|[^\n]*\| 95\.0% \|/);
 });
+
+test('one-lab runs: each size is quoted against the baseline measured at that size, and takeovers are listed', () => {
+  const r = run(540);
+  r.method = 'one-lab';
+  const base = r.contenders.find((c) => c.contender === 'baseline')!;
+  // the baseline at 30,000 is slower than the one kept for the paths: the 30,000 target uses it
+  base.baselineScale = [
+    { services: 100, latency: lat(500, 1000), connRate: rate(2000), rr: rate(10_000) },
+    { services: 30_000, latency: lat(600, 1000), connRate: rate(2000), rr: rate(10_000) },
+  ];
+  const v = judgeTargets(r);
+  assert.match(v[1].detail, /p50 0\.90x/);
+  assert.equal(v[1].met, true);
+  const sluice = r.contenders.find((c) => c.contender === 'sluice')!;
+  sluice.takeover = [
+    { services: 30_000, seconds: 9.5, proxyCpuSeconds: { node1: 20 }, rssMB: { node1: 500 } },
+    { services: 100, seconds: 6.1, proxyCpuSeconds: { node1: 2.5 }, rssMB: { node1: 180 } },
+  ];
+  const md = renderMarkdown(r, []);
+  assert.match(md, /One lab for every contender/);
+  // the latency table's ratio at 30,000 uses the baseline at 30,000 (540 / 600), at 100 the one at 100
+  assert.match(md, /\| Sluice \(eBPF\) \| 30,000 \| 0\.540 [^\n]*\| 0\.90x \|/);
+  assert.match(md, /\| Sluice \(eBPF\) \| 100 \| 0\.500 [^\n]*\| 1\.00x \|/);
+  // takeovers in the order of their sizes
+  assert.match(md, /\| Sluice \(eBPF\) \| 100 \| 6\.1 \|[^\n]*\n\| Sluice \(eBPF\) \| 30,000 \| 9\.5 \|/);
+});
+
+test('a batch the sentinel answered before its last write is shown as void, not as a negative lag', () => {
+  const r = run(540);
+  const ipt = r.contenders.find((c) => c.contender === 'kube-proxy-iptables')!;
+  const cost = { what: 'delete 10000 Services', seconds: -2.3, writeSeconds: 706.5, lagSeconds: -708.8 };
+  ipt.growth = [{ ...cost, proxyCpuSeconds: { node1: 347 }, machineCpuSeconds: 900, writes: 20_000 }];
+  const md = renderMarkdown(r, []);
+  assert.match(
+    md,
+    /\| kube-proxy iptables \| delete 10000 Services \| [^|]+ \| void \(the sentinel answered before the last write\) \|/,
+  );
+  assert.doesNotMatch(md, /-708\.8/);
+});
