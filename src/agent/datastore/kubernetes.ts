@@ -426,9 +426,9 @@ function normalize(info: ResourceInfo, raw: unknown, op: string): KubeObject {
   }
   raw.kind = info.kind;
   raw.apiVersion = API_VERSIONS[info.kind];
-  // Nothing that reads this datastore looks at who set which field, and at 30,000 Services and
-  // their slices the entries are a large share of the agent's heap (kube-proxy's informers drop
-  // them too).
+  // Nothing that reads this datastore looks at who set which field, and they are 15% of the heap
+  // a Service and its EndpointSlice take (4.7 against 4.0 KB, as the API server returns them);
+  // kube-proxy's informers drop them too.
   delete raw.metadata.managedFields;
   return raw as KubeObject;
 }
