@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { alive } from '../src/lab/lab.js';
 import { packageRoot } from '../src/paths.js';
 import type { BulkCommand, BulkResult } from './bulk-services.js';
 import { findProcesses, processCpuSeconds, processRssMB } from './proc-stats.js';
@@ -374,13 +375,7 @@ export class BenchLab {
 
   private agentAlive(node: string): boolean {
     const s = this.agentStatus(node);
-    if (!s) return false;
-    try {
-      process.kill(s.pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
+    return s !== undefined && alive(s.pid);
   }
 
   pods(): KubePod[] {

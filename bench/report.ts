@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Dist } from './stats.js';
-import type { ContenderResult, ScalePoint, ServicesBenchResult } from './services-result.js';
+import type { BaselinePoint, ContenderResult, ScalePoint, ServicesBenchResult } from './services-result.js';
 import { barChart, lineChart, type Series } from './svg.js';
 
 const NAMES: Record<string, string> = {
@@ -43,11 +43,13 @@ function at(c: ContenderResult | undefined, n: number): ScalePoint | undefined {
 }
 
 /** The no-proxy figures to quote a size's figures against: measured at that size when the run did (one lab). */
-export function baseAt(r: ServicesBenchResult, n: number): { latency: Dist3; connRate: Dist; rr: Dist } | undefined {
+export function baseAt(
+  r: ServicesBenchResult,
+  n: number,
+): Pick<BaselinePoint, 'latency' | 'connRate' | 'rr'> | undefined {
   const b = contender(r, 'baseline');
   return b?.baselineScale?.find((p) => p.services === n) ?? b?.baseline;
 }
-type Dist3 = { p50: Dist; p90: Dist; p99: Dist };
 
 /** Issue 7's targets, judged on one run's figures. */
 export function judgeTargets(r: ServicesBenchResult): TargetVerdict[] {

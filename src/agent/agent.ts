@@ -121,7 +121,6 @@ export class Agent {
   private attached = new Map<string, { ifindex: number; role: InterfaceRole }>();
   private routesInMap = new Map<string, [RouteKey, Route]>();
   private healthChecks = new Map<number, HealthCheckService>();
-  /** Service ports and frontends that did not fit, as last reported (retried at every flush). */
   /** Service ports that do not fit in a full NAT map, with the FelixConfiguration field that would make room. */
   private mapFull = new Map<string, string>();
   private readonly health: HealthServers;

@@ -166,7 +166,8 @@ function takeUpLock(name: string): () => void {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function alive(pid: number): boolean {
+/** The process runs (a zombie does not). */
+export function alive(pid: number): boolean {
   try {
     const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     return !/^\S+ \(.*\) [ZX] /.test(st);
